@@ -1,0 +1,208 @@
+"""Run configurations as frozen dataclasses, and the named presets derived from them.
+
+A `TrainConfig` says what to train (a model name and that model's own frozen options), on
+which data, with which seed. Presets override a few fields of the defaults; the resolved
+configuration is saved with every run, so a run can always be explained and repeated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from mnistlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SoftmaxConfig:
+    """Options of the tutorial's softmax regression (see `SoftmaxRegression`)."""
+
+    optimizer: str = "adam"
+    learning_rate: float = 0.01
+    batch_size: int = 32
+    num_steps: int | None = None
+    num_epochs: int | None = 10
+    repeat: bool = False
+    shuffle_buffer: int | None = 5000
+    init: str = "normal"
+    l2: float = 0.0
+    schedule: str = "constant"
+    log_every: int = 50
+
+
+@dataclass(frozen=True)
+class ForestConfig:
+    """Options of the random forest on raw pixels (see `RandomForest`)."""
+
+    n_estimators: int = 50
+    max_depth: int | None = None
+    n_jobs: int = -1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs, apart from where the data files are."""
+
+    model: str = "softmax"
+    model_config: Any = field(default_factory=SoftmaxConfig)
+    preset: str | None = None
+    dataset: str = "mnist"
+    seed: int = 0
+    validation_split: float = 0.0
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as plain JSON-ready data."""
+        return dataclasses.asdict(self)
+
+
+MODEL_CONFIGS: dict[str, type] = {"softmax": SoftmaxConfig, "random-forest": ForestConfig}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration: a model and the options that differ from its defaults."""
+
+    model: str
+    description: str
+    options: dict[str, Any]
+
+
+PRESETS: dict[str, Preset] = {
+    "tutorial-rf": Preset(
+        "random-forest",
+        "The tutorial's RandomForestClassifier(n_estimators=50) on raw pixels (published 0.9685).",
+        {"n_estimators": 50},
+    ),
+    "tutorial-v1": Preset(
+        "softmax",
+        "Tutorial v1: 4000 steps of batch 32 from a repeated stream shuffled through a "
+        "5000-example buffer, Adam 0.01, random-normal init (published 0.9031).",
+        {"num_steps": 4000, "num_epochs": None, "batch_size": 32, "repeat": True,
+         "shuffle_buffer": 5000, "optimizer": "adam", "learning_rate": 0.01, "init": "normal"},
+    ),
+    "tutorial-v2": Preset(
+        "softmax",
+        "Tutorial v2: 10 epochs of batch 32, shuffle buffer 5000, Adam 0.01 (published 0.9149; "
+        "the tutorial built a new Adam at every step, this preset builds it once).",
+        {"num_epochs": 10, "num_steps": None, "batch_size": 32, "repeat": False,
+         "shuffle_buffer": 5000, "optimizer": "adam", "learning_rate": 0.01, "init": "normal"},
+    ),
+    "tutorial-v3": Preset(
+        "softmax",
+        "Tutorial v3: 10 epochs of batch 300, shuffle buffer 5000, Adam 0.01 (published 0.9103).",
+        {"num_epochs": 10, "num_steps": None, "batch_size": 300, "repeat": False,
+         "shuffle_buffer": 5000, "optimizer": "adam", "learning_rate": 0.01, "init": "normal"},
+    ),
+    "softmax-best": Preset(
+        "softmax",
+        "The best linear classifier found: zeros init, Adam with cosine decay, full shuffle, "
+        "small L2.",
+        {"num_epochs": 20, "num_steps": None, "batch_size": 128, "repeat": False,
+         "shuffle_buffer": None, "optimizer": "adam", "learning_rate": 0.003, "init": "zeros",
+         "l2": 1e-5, "schedule": "cosine"},
+    ),
+}
+
+
+def _check_positive_int(name: str, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Check a configuration's values; raise `ConfigError` naming the first bad one."""
+    if config.model not in MODEL_CONFIGS:
+        known = ", ".join(sorted(MODEL_CONFIGS))
+        raise ConfigError(f"unknown model {config.model!r} (known: {known})")
+    if not isinstance(config.model_config, MODEL_CONFIGS[config.model]):
+        raise ConfigError(f"model {config.model!r} needs a {MODEL_CONFIGS[config.model].__name__}")
+    _check_positive_int("limit_train", config.limit_train)
+    _check_positive_int("limit_test", config.limit_test)
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {config.seed!r}")
+    if not (0.0 <= config.validation_split < 1.0):
+        raise ConfigError(
+            f"validation_split must be at least 0 and below 1, got {config.validation_split!r}")
+    options = config.model_config
+    if isinstance(options, SoftmaxConfig):
+        for name in ("batch_size", "num_steps", "num_epochs", "log_every"):
+            _check_positive_int(name, getattr(options, name))
+        if options.shuffle_buffer is not None:
+            _check_positive_int("shuffle_buffer", options.shuffle_buffer)
+        if (options.num_steps is None) == (options.num_epochs is None):
+            raise ConfigError("give exactly one of num_steps (--steps) and num_epochs (--epochs)")
+        if not (isinstance(options.learning_rate, (int, float))
+                and math.isfinite(options.learning_rate) and options.learning_rate > 0):
+            raise ConfigError(
+                f"learning_rate must be a positive number, got {options.learning_rate!r}")
+        if not (math.isfinite(options.l2) and options.l2 >= 0):
+            raise ConfigError(f"l2 must be a number >= 0, got {options.l2!r}")
+    if isinstance(options, ForestConfig):
+        _check_positive_int("n_estimators", options.n_estimators)
+        _check_positive_int("max_depth", options.max_depth)
+        if options.n_jobs == 0 or isinstance(options.n_jobs, bool):
+            raise ConfigError("n_jobs must be a positive number of jobs, or -1 for all cores")
+    return config
+
+
+def make_config(
+    model: str | None = None,
+    *,
+    preset: str | None = None,
+    model_options: dict[str, Any] | None = None,
+    **run_options: Any,
+) -> TrainConfig:
+    """Build and validate a `TrainConfig` from a model name and/or a preset plus overrides.
+
+    `model_options` override fields of the model's config (after the preset's); any other
+    keyword overrides a field of `TrainConfig` itself. Unknown names are errors.
+
+    >>> make_config(preset="tutorial-v3").model_config.batch_size
+    300
+    """
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+        if model is not None and model != PRESETS[preset].model:
+            raise ConfigError(
+                f"preset {preset!r} is for model {PRESETS[preset].model!r}, not {model!r}")
+        model = PRESETS[preset].model
+    if model is None:
+        raise ConfigError("name a model or a preset")
+    if model not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model {model!r} (known: {', '.join(sorted(MODEL_CONFIGS))})")
+    options = dict(PRESETS[preset].options) if preset else {}
+    model_options = dict(model_options or {})
+    # Naming the length in steps replaces an epoch count from the defaults or the preset,
+    # and the other way round; naming both is a contradiction the validation reports.
+    if "num_steps" in model_options and "num_epochs" not in model_options:
+        options["num_epochs"] = None
+    if "num_epochs" in model_options and "num_steps" not in model_options:
+        options["num_steps"] = None
+    options.update(model_options)
+    config_class = MODEL_CONFIGS[model]
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ConfigError(f"option {unknown[0]!r} does not apply to model {model!r}")
+    run_known = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "model_config"}
+    unknown = sorted(set(run_options) - run_known)
+    if unknown:
+        raise ConfigError(f"unknown run option {unknown[0]!r}")
+    config = TrainConfig(model=model, model_config=config_class(**options), preset=preset,
+                         **run_options)
+    return validate(config)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Rebuild a `TrainConfig` saved by `TrainConfig.to_dict` (e.g. from a run's config.json)."""
+    data = dict(data)
+    model = data.get("model")
+    if model not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown model {model!r} in saved configuration")
+    data["model_config"] = MODEL_CONFIGS[model](**data.get("model_config", {}))
+    return TrainConfig(**data)

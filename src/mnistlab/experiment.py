@@ -1,0 +1,251 @@
+"""One entry point per job: `train_and_evaluate` and `evaluate_run`.
+
+Data flows one way: the dataset is loaded and split, the model is fitted (emitting records),
+evaluated on the test set, and the run directory is written with its figures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mnistlab import __version__
+from mnistlab.config import TrainConfig, config_from_dict, validate
+from mnistlab.errors import RunError, TrainingDivergedError
+from mnistlab.evaluate import compute_metrics
+from mnistlab.models import build_model
+from mnistlab.progress import training_progress
+from mnistlab.runs import (CONFIG_FILE, METRICS_FILE, MODEL_DIR, RUN_FILE, StagedRun,
+                           check_run_target, load_model, load_run, write_history, write_json)
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class Split:
+    """The arrays one run uses: training, optional validation, and test."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    val_images: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
+
+
+@dataclass
+class RunResult:
+    """What `train_and_evaluate` returns to the CLI, tests and notebooks."""
+
+    run_dir: Path
+    config: TrainConfig
+    metrics: dict
+    history: list[dict]
+    model: Any
+
+
+def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
+    """`runs/<time>-<preset or model>`, unique to the second."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path(root) / f"{stamp}-{config.preset or config.model}"
+
+
+def split_dataset(dataset, config: TrainConfig) -> Split:
+    """Apply `limit_train`/`limit_test` (first N images) and hold out a seeded validation set."""
+    train_images, train_labels = dataset.train_images, dataset.train_labels
+    if config.limit_train:
+        train_images, train_labels = train_images[:config.limit_train], train_labels[:config.limit_train]
+    test_images, test_labels = dataset.test_images, dataset.test_labels
+    if config.limit_test:
+        test_images, test_labels = test_images[:config.limit_test], test_labels[:config.limit_test]
+    split = Split(train_images, train_labels, test_images, test_labels)
+    if config.validation_split > 0:
+        count = int(round(len(train_images) * config.validation_split))
+        if count < 1 or count >= len(train_images):
+            raise RunError(f"validation_split {config.validation_split} leaves no training or "
+                           f"no validation images out of {len(train_images)}")
+        order = np.random.default_rng(config.seed).permutation(len(train_images))
+        held, kept = order[:count], np.sort(order[count:])
+        split.val_images, split.val_labels = train_images[held], train_labels[held]
+        split.train_images, split.train_labels = train_images[kept], train_labels[kept]
+    return split
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that decide a run's numbers."""
+    versions = {"python": platform.python_version(), "mnistlab": __version__}
+    for name in ("tensorflow", "tensorflow-cpu", "keras", "scikit-learn", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def dataset_record(dataset, split: Split) -> dict:
+    """Where the data came from and how much of it the run used."""
+    return {"name": dataset.name, "source": str(dataset.source),
+            "verified": bool(dataset.verified), "checksums": dict(dataset.checksums),
+            "class_names": list(dataset.class_names),
+            "train_examples": int(len(split.train_images)),
+            "validation_examples": 0 if split.val_images is None else int(len(split.val_images)),
+            "test_examples": int(len(split.test_images))}
+
+
+def _model_size(directory: Path) -> int:
+    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+
+
+def _load_dataset(config: TrainConfig, data_dir: Path | None, progress: bool):
+    from mnistlab.data import load_dataset
+
+    return load_dataset(config.dataset, data_dir=data_dir, progress=progress)
+
+
+def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
+                       data_dir: Path | None = None, dataset=None, overwrite: bool = False,
+                       progress: bool = True) -> RunResult:
+    """Train `config`'s model, evaluate it on the test set, and write a run directory.
+
+    `dataset` (a loaded `Dataset`) skips loading; otherwise `config.dataset` is loaded from
+    `data_dir` or the usual sources. A loss that becomes NaN leaves a run directory marked
+    failed and raises `TrainingDivergedError`.
+    """
+    from mnistlab.report import write_run_figures
+
+    validate(config)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
+    check_run_target(run_dir, overwrite)
+    if dataset is None:
+        dataset = _load_dataset(config, data_dir, progress)
+    split = split_dataset(dataset, config)
+    model = build_model(config.model, dataclasses.asdict(config.model_config), config.seed)
+    staged = StagedRun(run_dir, overwrite)
+    try:
+        info = {"status": "running", "model": config.model, "preset": config.preset,
+                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        write_json(staged.path / CONFIG_FILE, {
+            **config.to_dict(), "versions": package_versions(),
+            "data": dataset_record(dataset, split)})
+        validation = None if split.val_images is None else (split.val_images, split.val_labels)
+        start = time.perf_counter()
+        try:
+            with training_progress(f"{config.preset or config.model}", progress) as callback:
+                model.fit(split.train_images, split.train_labels, validation_data=validation,
+                          callback=callback)
+        except TrainingDivergedError as error:
+            write_history(staged.path, list(getattr(model, "history_", [])))
+            write_json(staged.path / RUN_FILE, {**info, "status": "failed", "error": str(error)})
+            staged.commit()
+            raise
+        train_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        probabilities = model.predict_proba(split.test_images)
+        predict_seconds = time.perf_counter() - start
+        model.save(_make_dir(staged.path / MODEL_DIR))
+        metrics = compute_metrics(split.test_labels, probabilities, dataset.class_names)
+        metrics.update({
+            "train_seconds": round(train_seconds, 4),
+            "predict_seconds": round(predict_seconds, 4),
+            "train_examples_per_second": round(model.examples_seen_ / train_seconds, 1),
+            "parameters": int(model.count_parameters()),
+            "model_bytes": _model_size(staged.path / MODEL_DIR),
+        })
+        history = list(model.history_)
+        if history and split.val_images is not None:
+            metrics["val_accuracy"] = history[-1].get("val_accuracy")
+        write_history(staged.path, history)
+        write_json(staged.path / METRICS_FILE, metrics)
+        write_run_figures(staged.path, model, history, split.test_images, split.test_labels,
+                          probabilities, dataset.class_names,
+                          title=f"{config.preset or config.model} on {dataset.name}")
+        write_json(staged.path / RUN_FILE, {
+            **info, "status": "completed",
+            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        final = staged.commit()
+    except BaseException:
+        if staged.path.exists():
+            staged.discard()
+        raise
+    return RunResult(final, config, metrics, history, model)
+
+
+def _make_dir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@dataclass
+class Evaluation:
+    """Metrics recomputed from a saved model, beside those recorded at training time."""
+
+    run_dir: Path
+    metrics: dict
+    recorded: dict
+    checksums_match: bool
+
+
+def evaluate_run(run_dir: Path, *, data_dir: Path | None = None, progress: bool = False,
+                 dataset=None) -> Evaluation:
+    """Reload a run's model and recompute its test metrics on the same test images."""
+    run = load_run(run_dir)
+    config = config_from_dict({key: value for key, value in run.config.items()
+                               if key not in ("versions", "data")})
+    model = load_model(run_dir)
+    if dataset is None:
+        dataset = _load_dataset(config, data_dir, progress)
+    split = split_dataset(dataset, config)
+    probabilities = model.predict_proba(split.test_images)
+    metrics = compute_metrics(split.test_labels, probabilities, dataset.class_names)
+    recorded_checksums = run.config.get("data", {}).get("checksums", {})
+    return Evaluation(Path(run_dir), metrics, run.metrics,
+                      recorded_checksums == dict(dataset.checksums))
+
+
+# The tutorial's models, in the order it trains them.
+TUTORIAL_PRESETS = ("tutorial-rf", "tutorial-v1", "tutorial-v2", "tutorial-v3")
+
+
+def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
+              data_dir: Path | None = None, seed: int = 0, limit_train: int | None = None,
+              limit_test: int | None = None, presets: Sequence[str] = TUTORIAL_PRESETS,
+              overwrite: bool = False, progress: bool = True) -> dict:
+    """Run the tutorial end to end and write its report; returns the summary.
+
+    Each preset becomes a run directory `out_dir/<preset>`; `report.html` (self-contained),
+    `report.md` and `summary.json` sit beside them. The directory appears only when done.
+    """
+    from mnistlab.config import make_config
+    from mnistlab.report import ReportRow, write_reproduction_report
+
+    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
+        datetime.now().strftime("%Y%m%d-%H%M%S") + "-reproduce")
+    configs = [make_config(preset=name, dataset=dataset_name, seed=seed,
+                           limit_train=limit_train, limit_test=limit_test) for name in presets]
+    check_run_target(out_dir, overwrite, marker=SUMMARY_FILE)
+    dataset = _load_dataset(configs[0], data_dir, progress)
+    staged = StagedRun(out_dir, overwrite, marker=SUMMARY_FILE)
+    try:
+        rows = []
+        for config in configs:
+            result = train_and_evaluate(config, staged.path / config.preset, dataset=dataset,
+                                        progress=progress)
+            rows.append(ReportRow(config.preset, load_run(result.run_dir)))
+        summary = write_reproduction_report(
+            staged.path, rows, dataset=dataset.name, seed=seed,
+            limits={"limit_train": limit_train, "limit_test": limit_test})
+        final = staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    summary["out_dir"] = str(final)
+    return summary

@@ -1,0 +1,138 @@
+"""Figures of one run, and the reproduction report (HTML, Markdown, JSON) over several runs."""
+
+from __future__ import annotations
+
+import base64
+import html
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab import plots
+from mnistlab.runs import Run, write_json, write_text_atomic
+
+# Test accuracies the tutorial published, per preset.
+TUTORIAL_ACCURACY = {"tutorial-rf": 0.9685, "tutorial-v1": 0.9031,
+                     "tutorial-v2": 0.9149, "tutorial-v3": 0.9103}
+FIGURES = ("curves.png", "predictions.png", "confusion_matrix.png", "misclassified.png",
+           "weights.png")
+
+
+def write_run_figures(directory: Path, model, history: Sequence[dict], images: np.ndarray,
+                      labels: np.ndarray, probabilities: np.ndarray,
+                      class_names: Sequence[str], title: str = "") -> list[Path]:
+    """Write a run's PNG figures into `directory`; returns the paths written.
+
+    `curves.png` needs a history (the forest has none); `weights.png` needs a model with
+    `weights_` of shape (784, classes).
+    """
+    directory = Path(directory)
+    predicted = np.argmax(probabilities, axis=1)
+    figures = {
+        "predictions.png": plots.plot_predictions(images, labels, predicted, class_names),
+        "confusion_matrix.png": plots.plot_confusion_matrix(labels, predicted, class_names),
+        "misclassified.png": plots.plot_misclassified(images, labels, probabilities,
+                                                      class_names),
+    }
+    if history:
+        figures["curves.png"] = plots.plot_curves(history, title=title)
+    weights = getattr(model, "weights_", None)
+    if weights is not None and np.shape(weights)[0] == 784:
+        figures["weights.png"] = plots.plot_weights(weights, class_names)
+    written = []
+    for name, figure in figures.items():
+        plots.save_figure(figure, directory / name)
+        written.append(directory / name)
+    return written
+
+
+@dataclass
+class ReportRow:
+    """One model's line in the reproduction report."""
+
+    name: str
+    run: Run
+
+    def relative_path(self, base: Path) -> Path:
+        """The run directory relative to `base` when it lies inside it."""
+        path = Path(self.run.path)
+        return path.relative_to(base) if path.is_relative_to(base) else path
+
+    def summary(self, base: Path) -> dict:
+        """The row as JSON-ready data, the run directory relative to `base`."""
+        metrics = self.run.metrics
+        published = TUTORIAL_ACCURACY.get(self.name)
+        accuracy = metrics.get("test_accuracy")
+        return {
+            "name": self.name, "model": self.run.info.get("model"),
+            "run_dir": str(self.relative_path(base)), "test_accuracy": accuracy,
+            "tutorial_accuracy": published,
+            "difference": None if published is None or accuracy is None
+            else round(accuracy - published, 4),
+            "test_loss": metrics.get("test_loss"), "train_seconds": metrics.get("train_seconds"),
+            "predict_seconds": metrics.get("predict_seconds"),
+            "parameters": metrics.get("parameters"),
+        }
+
+
+def _percent(value) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _figure_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def write_reproduction_report(out_dir: Path, rows: Sequence[ReportRow], *, dataset: str,
+                              seed: int, limits: dict) -> dict:
+    """Write `summary.json`, `report.md` and a self-contained `report.html` into `out_dir`."""
+    out_dir = Path(out_dir)
+    summaries = [row.summary(out_dir) for row in rows]
+    summary = {"dataset": dataset, "seed": seed, "limits": limits, "models": summaries}
+    write_json(out_dir / "summary.json", summary)
+
+    subset = ", ".join(f"{key} {value}" for key, value in limits.items() if value)
+    heading = f"Reproduction of 'MNIST using TensorFlow' on {dataset}"
+    note = (f"Seed {seed}." + (f" Subset: {subset}; accuracies are not comparable with the "
+                               "tutorial's, which used the full data." if subset else ""))
+    table = ["| model | test accuracy | tutorial | difference | train s | parameters |",
+             "|---|---|---|---|---|---|"]
+    for item in summaries:
+        difference = "" if item["difference"] is None else f"{item['difference']:+.4f}"
+        table.append(f"| {item['name']} | {_percent(item['test_accuracy'])} | "
+                     f"{_percent(item['tutorial_accuracy'])} | {difference} | "
+                     f"{item['train_seconds']:.2f} | {item['parameters']} |")
+    markdown = [f"# {heading}", "", note, "", *table, ""]
+    html_parts = [f"<h1>{html.escape(heading)}</h1>", f"<p>{html.escape(note)}</p>",
+                  "<table><tr><th>model</th><th>test accuracy</th><th>tutorial</th>"
+                  "<th>difference</th><th>train s</th><th>parameters</th></tr>"]
+    for item in summaries:
+        difference = "" if item["difference"] is None else f"{item['difference']:+.4f}"
+        html_parts.append(
+            f"<tr><td>{html.escape(item['name'])}</td><td>{_percent(item['test_accuracy'])}</td>"
+            f"<td>{_percent(item['tutorial_accuracy'])}</td><td>{difference}</td>"
+            f"<td>{item['train_seconds']:.2f}</td><td>{item['parameters']}</td></tr>")
+    html_parts.append("</table>")
+    for row in rows:
+        relative = row.relative_path(out_dir)
+        markdown += [f"## {row.name}", "", f"Run directory: `{relative}`", ""]
+        html_parts.append(f"<h2>{html.escape(row.name)}</h2>"
+                          f"<p>Run directory: <code>{html.escape(str(relative))}</code></p>")
+        for figure in FIGURES:
+            path = row.run.path / figure
+            if path.exists():
+                markdown += [f"![{row.name} {figure}]({relative}/{figure})", ""]
+                html_parts.append(_figure_tag(path, f"{row.name} {figure}"))
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 10px;"
+             "text-align:right}td:first-child{text-align:left}img{max-width:100%;"
+             "display:block;margin:1em 0}")
+    document = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
+                f"<title>{html.escape(heading)}</title><style>{style}</style></head><body>"
+                + "\n".join(html_parts) + "</body></html>\n")
+    write_text_atomic(out_dir / "report.md", "\n".join(markdown))
+    write_text_atomic(out_dir / "report.html", document)
+    return summary

@@ -1,0 +1,155 @@
+"""train_and_evaluate / evaluate_run / reproduce on tiny in-memory data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mnistlab.config import make_config
+from mnistlab.errors import RunError, TrainingDivergedError
+from mnistlab.experiment import evaluate_run, reproduce, split_dataset, train_and_evaluate
+from mnistlab.runs import load_model, load_run
+
+def make_toy_dataset(seed=0, train=400, test=100):
+    """Ten separable classes: class k lights up rows 2k..2k+3 of noisy images."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+
+    def make(count):
+        labels = np.tile(np.arange(10, dtype=np.uint8), count // 10)
+        images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
+        for k in range(10):
+            images[labels == k, 2 * k:2 * k + 4, 5:20] = 250
+        return images, labels
+
+    train_images, train_labels = make(train)
+    test_images, test_labels = make(test)
+    return SimpleNamespace(name="toy", train_images=train_images, train_labels=train_labels,
+                           test_images=test_images, test_labels=test_labels,
+                           class_names=tuple(str(k) for k in range(10)), source="memory",
+                           checksums={}, verified=False)
+
+
+@pytest.fixture
+def toy_dataset():
+    return make_toy_dataset()
+
+
+RUN_FILES = {"run.json", "config.json", "metrics.json", "history.csv", "history.jsonl",
+             "model", "predictions.png", "confusion_matrix.png", "misclassified.png"}
+
+
+def forest_config(**run_options):
+    return make_config("random-forest", model_options={"n_estimators": 8}, **run_options)
+
+
+def test_forest_run_writes_every_promised_file(toy_dataset, tmp_path):
+    result = train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset,
+                                progress=False)
+    names = {path.name for path in result.run_dir.iterdir()}
+    assert RUN_FILES <= names
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "per_class", "confusion_matrix", "train_seconds",
+                "predict_seconds", "train_examples_per_second", "parameters", "model_bytes"):
+        assert key in metrics, key
+    assert metrics["test_accuracy"] > 0.8  # the toy classes are separable
+    assert np.sum(metrics["confusion_matrix"]) == len(toy_dataset.test_labels)
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["model"] == "random-forest" and config["seed"] == 0
+    assert config["model_config"]["n_estimators"] == 8
+    assert "numpy" in config["versions"] and config["data"]["name"] == "toy"
+    assert load_run(result.run_dir).status == "completed"
+
+
+def test_reloaded_model_gives_identical_predictions(toy_dataset, tmp_path):
+    result = train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset,
+                                progress=False)
+    reloaded = load_model(result.run_dir)
+    np.testing.assert_array_equal(reloaded.predict_proba(toy_dataset.test_images),
+                                  result.model.predict_proba(toy_dataset.test_images))
+    evaluation = evaluate_run(result.run_dir, dataset=toy_dataset)
+    assert evaluation.metrics["test_accuracy"] == result.metrics["test_accuracy"]
+    assert evaluation.metrics["test_loss"] == pytest.approx(result.metrics["test_loss"])
+
+
+def test_same_seed_gives_identical_metrics(toy_dataset, tmp_path):
+    first = train_and_evaluate(forest_config(seed=5), tmp_path / "a", dataset=toy_dataset,
+                               progress=False)
+    second = train_and_evaluate(forest_config(seed=5), tmp_path / "b", dataset=toy_dataset,
+                                progress=False)
+    for key in ("test_accuracy", "test_loss", "confusion_matrix", "per_class"):
+        assert first.metrics[key] == second.metrics[key]
+
+
+def test_existing_run_directory_is_refused_before_training(toy_dataset, tmp_path):
+    train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset, progress=False)
+    before = (tmp_path / "run" / "metrics.json").read_text()
+    with pytest.raises(RunError, match="already exists"):
+        train_and_evaluate(forest_config(seed=1), tmp_path / "run", dataset=toy_dataset,
+                           progress=False)
+    assert (tmp_path / "run" / "metrics.json").read_text() == before
+    train_and_evaluate(forest_config(seed=1), tmp_path / "run", dataset=toy_dataset,
+                       progress=False, overwrite=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
+
+
+def test_failure_during_training_leaves_nothing_behind(toy_dataset, tmp_path, monkeypatch):
+    from mnistlab.models import forest
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(forest.RandomForest, "fit", explode)
+    with pytest.raises(RuntimeError):
+        train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset,
+                           progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_diverged_training_is_recorded_as_a_failed_run(toy_dataset, tmp_path, monkeypatch):
+    from mnistlab.models import forest
+
+    def diverge(self, *args, **kwargs):
+        self.history_ = [{"step": 50, "epoch": 1, "train_loss": float("inf"),
+                          "train_accuracy": 0.1}]
+        raise TrainingDivergedError("training loss became nan at step 73")
+
+    monkeypatch.setattr(forest.RandomForest, "fit", diverge)
+    with pytest.raises(TrainingDivergedError, match="step 73"):
+        train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset,
+                           progress=False)
+    run = load_run(tmp_path / "run")
+    assert run.status == "failed" and "step 73" in run.info["error"]
+    assert len(run.history) == 1
+    with pytest.raises(RunError, match="failed run"):
+        load_model(tmp_path / "run")
+
+
+def test_limits_and_validation_split(toy_dataset):
+    config = forest_config(limit_train=100, limit_test=30, validation_split=0.2)
+    split = split_dataset(toy_dataset, config)
+    assert len(split.train_images) == 80 and len(split.val_images) == 20
+    assert len(split.test_images) == 30
+    again = split_dataset(toy_dataset, config)
+    np.testing.assert_array_equal(split.val_labels, again.val_labels)
+    np.testing.assert_array_equal(split.test_images, toy_dataset.test_images[:30])
+
+
+def test_reproduce_writes_report_and_runs(toy_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("mnistlab.experiment._load_dataset", lambda *args: toy_dataset)
+    summary = reproduce(tmp_path / "repro", presets=("tutorial-rf",), limit_train=200,
+                        limit_test=50, progress=False)
+    out = tmp_path / "repro"
+    assert {"summary.json", "report.md", "report.html", "tutorial-rf"} <= \
+        {path.name for path in out.iterdir()}
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["models"][0]["name"] == "tutorial-rf"
+    assert saved["models"][0]["tutorial_accuracy"] == 0.9685
+    assert saved["models"][0]["run_dir"] == "tutorial-rf"
+    assert summary["out_dir"] == str(out)
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and "0.9685" in html
+    assert "tutorial-rf/predictions.png" in (out / "report.md").read_text()
+    with pytest.raises(RunError, match="already exists"):
+        reproduce(out, presets=("tutorial-rf",), progress=False)
