@@ -10,32 +10,6 @@ from mnistlab.errors import RunError, TrainingDivergedError
 from mnistlab.experiment import evaluate_run, reproduce, split_dataset, train_and_evaluate
 from mnistlab.runs import load_model, load_run
 
-def make_toy_dataset(seed=0, train=400, test=100):
-    """Ten separable classes: class k lights up rows 2k..2k+3 of noisy images."""
-    from types import SimpleNamespace
-
-    rng = np.random.default_rng(seed)
-
-    def make(count):
-        labels = np.tile(np.arange(10, dtype=np.uint8), count // 10)
-        images = rng.integers(0, 60, (count, 28, 28)).astype(np.uint8)
-        for k in range(10):
-            images[labels == k, 2 * k:2 * k + 4, 5:20] = 250
-        return images, labels
-
-    train_images, train_labels = make(train)
-    test_images, test_labels = make(test)
-    return SimpleNamespace(name="toy", train_images=train_images, train_labels=train_labels,
-                           test_images=test_images, test_labels=test_labels,
-                           class_names=tuple(str(k) for k in range(10)), source="memory",
-                           checksums={}, verified=False)
-
-
-@pytest.fixture
-def toy_dataset():
-    return make_toy_dataset()
-
-
 RUN_FILES = {"run.json", "config.json", "metrics.json", "history.csv", "history.jsonl",
              "model", "predictions.png", "confusion_matrix.png", "misclassified.png"}
 
@@ -58,7 +32,7 @@ def test_forest_run_writes_every_promised_file(toy_dataset, tmp_path):
     config = json.loads((result.run_dir / "config.json").read_text())
     assert config["model"] == "random-forest" and config["seed"] == 0
     assert config["model_config"]["n_estimators"] == 8
-    assert "numpy" in config["versions"] and config["data"]["name"] == "toy"
+    assert "numpy" in config["versions"] and config["data"]["name"] == "toy-dataset"
     assert load_run(result.run_dir).status == "completed"
 
 
@@ -104,7 +78,7 @@ def test_failure_during_training_leaves_nothing_behind(toy_dataset, tmp_path, mo
     with pytest.raises(RuntimeError):
         train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset,
                            progress=False)
-    assert list(tmp_path.iterdir()) == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["toy-dataset"]
 
 
 def test_diverged_training_is_recorded_as_a_failed_run(toy_dataset, tmp_path, monkeypatch):
