@@ -56,8 +56,8 @@ def plot_curves(history: Sequence[dict], axes=None, title: str | None = None) ->
 
 def _image_grid(count: int, columns: int, scale: float = 1.3):
     rows = max(1, -(-count // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * scale, rows * scale * 1.2),
-                                squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * scale, rows * scale * 1.2 + 0.4),
+                                squeeze=False, layout="constrained")
     for ax in axes.flat:
         ax.axis("off")
     return figure, axes.flat

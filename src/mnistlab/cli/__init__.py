@@ -14,7 +14,7 @@ from mnistlab import __version__
 from mnistlab.errors import MnistlabError
 
 # Command-group modules, in the order they appear in `mnistlab --help`.
-COMMAND_MODULES = ("data", "train")
+COMMAND_MODULES = ("data", "train", "predict", "export", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
