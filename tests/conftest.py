@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mnistlab.config import make_config
 from mnistlab.data import load_dataset, sources, write_dataset
+from mnistlab.experiment import train_and_evaluate
+from shapes import make_shapes_dataset
 
 REAL_DATA_ENV = "MNISTLAB_TEST_DATA_DIR"
 DEFAULT_REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
@@ -86,3 +89,13 @@ def toy_dataset_dir(tmp_path: Path) -> Path:
 def toy_dataset(toy_dataset_dir: Path):
     """The learnable toy dataset loaded as a `Dataset`."""
     return load_dataset(toy_dataset_dir, progress=False)
+
+
+@pytest.fixture(scope="session")
+def shapes_run(tmp_path_factory):
+    """A completed forest run trained on the shapes."""
+    config = make_config("random-forest", model_options={"n_estimators": 10, "n_jobs": 1})
+    run_dir = tmp_path_factory.mktemp("serve") / "shapes-forest"
+    result = train_and_evaluate(config, run_dir, dataset=make_shapes_dataset(), progress=False)
+    assert result.metrics["test_accuracy"] > 0.9
+    return result.run_dir

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from mnistlab.serve import make_server
-from test_serve import shapes_run  # noqa: F401 - the stand-in run, a session fixture
 
 CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM", "/usr/bin/chromium")
 # Without the networking flags Chromium tries to reach Google's services at start-up, which
@@ -46,7 +45,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server_url(shapes_run):  # noqa: F811 - the imported fixture
+def server_url(shapes_run):
     server = make_server(shapes_run, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -1,0 +1,228 @@
+"""Export a run's model for serving elsewhere, and check the export against the run.
+
+Every exported model takes raw uint8 images `(N, 28, 28)` (ink bright on dark, as MNIST)
+and returns class probabilities `(N, classes)`: the scaling lives inside the export, so
+whoever serves it cannot get the preparation wrong.
+
+- TensorFlow models: a SavedModel with a `serving_default` signature, TFLite, or ONNX
+  (through tf2onnx).
+- The random forest: ONNX (through skl2onnx), with the cast and flattening put in front.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnistlab.errors import MnistlabError
+from mnistlab.runs import load_run, write_bytes_atomic
+
+FORMATS = ("savedmodel", "onnx", "tflite")
+INPUT_NAME = "images"
+OUTPUT_NAME = "probabilities"
+
+
+class ExportError(MnistlabError):
+    """A model cannot be exported in the asked format, or its export disagrees with it."""
+
+
+def _linear_serving_module(model):
+    """A tf.Module computing softmax(x W + b) from uint8 images, for `softmax` runs."""
+    import tensorflow as tf
+
+    class LinearServing(tf.Module):
+        def __init__(self, weights: np.ndarray, bias: np.ndarray):
+            super().__init__(name="mnistlab_softmax")
+            self.weights = tf.Variable(weights, name="weights")  # (784, classes)
+            self.bias = tf.Variable(bias, name="bias")  # (classes,)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name=INPUT_NAME)])
+        def serve(self, images):
+            features = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 784])
+            return {OUTPUT_NAME: tf.nn.softmax(features @ self.weights + self.bias)}
+
+    return LinearServing(np.asarray(model.weights_, np.float32),
+                         np.asarray(model.bias_, np.float32))
+
+
+# Model name -> builder of a tf.Module with a `serve` tf.function (uint8 images -> dict).
+SERVING_BUILDERS: dict[str, Callable] = {"softmax": _linear_serving_module}
+
+
+def _serving_module(model_name: str, model):
+    if hasattr(model, "serving_module"):
+        return model.serving_module()
+    if model_name not in SERVING_BUILDERS:
+        raise ExportError(f"model {model_name!r} has no TensorFlow graph to export "
+                          "(the random forest exports to onnx only)")
+    return SERVING_BUILDERS[model_name](model)
+
+
+def _require(module_name: str):
+    """Import an optional export dependency, or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module_name)
+    except ImportError:
+        raise ExportError(f"exporting to onnx needs {module_name}: "
+                          "pip install 'mnistlab[export]'") from None
+
+
+def _save_savedmodel(module, directory: Path) -> None:
+    import tensorflow as tf
+
+    tf.saved_model.save(module, str(directory), signatures={"serving_default": module.serve})
+
+
+def _tflite_bytes(module) -> bytes:
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as scratch:
+        _save_savedmodel(module, Path(scratch))
+        return tf.lite.TFLiteConverter.from_saved_model(scratch).convert()
+
+
+def _tf_onnx_bytes(module) -> bytes:
+    tf2onnx = _require("tf2onnx")
+    proto, _ = tf2onnx.convert.from_function(module.serve,
+                                             input_signature=module.serve.input_signature,
+                                             opset=17)
+    return proto.SerializeToString()
+
+
+def _forest_onnx_bytes(model) -> bytes:
+    """The forest converted by skl2onnx, behind a Cast + Reshape taking uint8 (N, 28, 28)."""
+    _require("skl2onnx")
+    import onnx
+    from onnx import TensorProto, compose, helper
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import FloatTensorType
+
+    forest = convert_sklearn(model.forest_, initial_types=[("pixels", FloatTensorType([None, 784]))],
+                             options={id(model.forest_): {"zipmap": False}}, target_opset=17)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 784])
+    front = helper.make_model(helper.make_graph(
+        [helper.make_node("Cast", [INPUT_NAME], ["as_float"], to=TensorProto.FLOAT),
+         helper.make_node("Reshape", ["as_float", "shape"], ["pixels"])],
+        "prepare", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [None, 28, 28])],
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 784])],
+        initializer=[shape]), opset_imports=forest.opset_import)
+    front.ir_version = forest.ir_version
+    merged = compose.merge_models(front, forest, io_map=[("pixels", "pixels")])
+    # skl2onnx names the outputs "label" and "probabilities"; keep only the probabilities.
+    keep = [output for output in merged.graph.output if output.name == OUTPUT_NAME]
+    del merged.graph.output[:]
+    merged.graph.output.extend(keep)
+    onnx.checker.check_model(merged)
+    return merged.SerializeToString()
+
+
+def export_run(run_dir: Path, output_format: str, out: Path, *, overwrite: bool = False) -> Path:
+    """Export the model of `run_dir` as `output_format` to `out`; returns `out`.
+
+    `out` is a directory for a SavedModel and a file otherwise. It is written beside its
+    final place and renamed into it, so an existing `out` is never half-replaced.
+    """
+    from mnistlab.runs import load_model
+
+    if output_format not in FORMATS:
+        raise ExportError(f"unknown export format {output_format!r} (known: {', '.join(FORMATS)})")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ExportError(f"{out} already exists (use --overwrite to replace it)")
+    model_name = load_run(run_dir).info["model"]
+    model = load_model(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if model_name == "random-forest":
+        if output_format != "onnx":
+            raise ExportError("the random forest exports to onnx only")
+        write_bytes_atomic(out, _forest_onnx_bytes(model))
+        return out
+    module = _serving_module(model_name, model)
+    if output_format == "tflite":
+        write_bytes_atomic(out, _tflite_bytes(module))
+    elif output_format == "onnx":
+        write_bytes_atomic(out, _tf_onnx_bytes(module))
+    else:
+        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+        try:
+            _save_savedmodel(module, staging / "model")
+            if out.exists():
+                shutil.rmtree(out) if out.is_dir() else out.unlink()
+            (staging / "model").rename(out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def load_exported(path: Path, output_format: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function uint8 images (N, 28, 28) -> probabilities, running the exported model."""
+    path = Path(path)
+    if output_format == "savedmodel":
+        import tensorflow as tf
+
+        serve = tf.saved_model.load(str(path)).signatures["serving_default"]
+        return lambda images: serve(**{INPUT_NAME: tf.constant(images)})[OUTPUT_NAME].numpy()
+    if output_format == "onnx":
+        onnxruntime = _require("onnxruntime")
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        index = [output.name for output in session.get_outputs()].index(OUTPUT_NAME)
+        return lambda images: session.run(None, {name: images})[index]
+    if output_format == "tflite":
+        try:  # LiteRT is TFLite's successor; TensorFlow's own interpreter is deprecated.
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            import warnings
+
+            import tensorflow as tf
+
+            warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+            Interpreter = tf.lite.Interpreter
+        interpreter = Interpreter(model_path=str(path))
+        runner = interpreter.get_signature_runner("serving_default")
+        return lambda images: runner(**{INPUT_NAME: images})[OUTPUT_NAME]
+    raise ExportError(f"unknown export format {output_format!r}")
+
+
+@dataclass
+class ExportCheck:
+    """How an export compares with its run's model on a set of images."""
+
+    examples: int
+    disagreements: int
+    ties: int
+    max_abs_difference: float
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        """Identical predicted classes and probabilities within the tolerance."""
+        return self.disagreements == 0 and self.max_abs_difference <= self.tolerance
+
+
+def check_export(run_dir: Path, path: Path, output_format: str, images: np.ndarray,
+                 tolerance: float = 1e-5, batch_size: int = 1000) -> ExportCheck:
+    """Run the export and the run's own model on `images`; compare classes and probabilities."""
+    from mnistlab.runs import load_model
+
+    model = load_model(run_dir)
+    exported = load_exported(path, output_format)
+    images = np.ascontiguousarray(images, dtype=np.uint8)
+    expected = model.predict_proba(images)
+    got = np.concatenate([exported(images[start:start + batch_size])
+                          for start in range(0, len(images), batch_size)])
+    rows = np.arange(len(images))
+    differs = expected.argmax(1) != got.argmax(1)
+    # A forest's votes can tie exactly (e.g. 21/50 for two classes); float rounding in the
+    # export may then pick the other tied class. That is a tie, not a disagreement: the
+    # class the export picked must be within the tolerance of the model's top probability.
+    tied = differs & (expected[rows, got.argmax(1)] >= expected.max(1) - tolerance)
+    return ExportCheck(len(images), int(np.sum(differs & ~tied)), int(np.sum(tied)),
+                       float(np.max(np.abs(expected - got))), tolerance)
