@@ -42,6 +42,58 @@ class ForestConfig:
 
 
 @dataclass(frozen=True)
+class MLPConfig:
+    """Options of the multilayer perceptron (see `MLP` and `NeuralClassifier`)."""
+
+    width: int = 512
+    depth: int = 2
+    dropout: float = 0.0
+    batch_norm: bool = False
+    augment: bool = False
+    max_shift: float = 2.0
+    max_rotation: float = 10.0
+    max_zoom: float = 0.1
+    optimizer: str = "adamw"
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
+    batch_size: int = 128
+    num_steps: int | None = None
+    num_epochs: int | None = 10
+    log_every: int = 50
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    """Options of the convolutional network (see `CNN` and `NeuralClassifier`)."""
+
+    width: int = 32
+    depth: int = 2
+    convs_per_block: int = 2
+    dense_units: int = 128
+    dropout: float = 0.0
+    batch_norm: bool = False
+    augment: bool = False
+    max_shift: float = 2.0
+    max_rotation: float = 10.0
+    max_zoom: float = 0.1
+    optimizer: str = "adamw"
+    learning_rate: float = 0.001
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_fraction: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
+    batch_size: int = 128
+    num_steps: int | None = None
+    num_epochs: int | None = 10
+    log_every: int = 50
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs, apart from where the data files are."""
 
@@ -59,7 +111,8 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-MODEL_CONFIGS: dict[str, type] = {"softmax": SoftmaxConfig, "random-forest": ForestConfig}
+MODEL_CONFIGS: dict[str, type] = {"softmax": SoftmaxConfig, "random-forest": ForestConfig,
+                                  "mlp": MLPConfig, "cnn": CNNConfig}
 
 
 @dataclass(frozen=True)
@@ -99,11 +152,11 @@ PRESETS: dict[str, Preset] = {
     ),
     "softmax-best": Preset(
         "softmax",
-        "The best linear classifier found: zeros init, Adam with cosine decay, full shuffle, "
-        "small L2.",
-        {"num_epochs": 20, "num_steps": None, "batch_size": 128, "repeat": False,
+        "The best linear classifier found (chosen on a 50k/10k validation split): zeros init, "
+        "Adam 0.003 with cosine decay, batch 256, full shuffle, 20 epochs.",
+        {"num_epochs": 20, "num_steps": None, "batch_size": 256, "repeat": False,
          "shuffle_buffer": None, "optimizer": "adam", "learning_rate": 0.003, "init": "zeros",
-         "l2": 1e-5, "schedule": "cosine"},
+         "l2": 0.0, "schedule": "cosine"},
     ),
 }
 
@@ -141,6 +194,24 @@ def validate(config: TrainConfig) -> TrainConfig:
                 f"learning_rate must be a positive number, got {options.learning_rate!r}")
         if not (math.isfinite(options.l2) and options.l2 >= 0):
             raise ConfigError(f"l2 must be a number >= 0, got {options.l2!r}")
+    if isinstance(options, (MLPConfig, CNNConfig)):
+        for name in ("width", "depth", "batch_size", "num_steps", "num_epochs", "log_every"):
+            _check_positive_int(name, getattr(options, name))
+        if (options.num_steps is None) == (options.num_epochs is None):
+            raise ConfigError("give exactly one of num_steps (--steps) and num_epochs (--epochs)")
+        if not (isinstance(options.learning_rate, (int, float))
+                and math.isfinite(options.learning_rate) and options.learning_rate > 0):
+            raise ConfigError(
+                f"learning_rate must be a positive number, got {options.learning_rate!r}")
+        for name in ("dropout", "label_smoothing", "ema_decay", "warmup_fraction", "max_zoom"):
+            value = getattr(options, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
+                raise ConfigError(f"{name} must be a number at least 0 and below 1, "
+                                  f"got {value!r}")
+        for name in ("weight_decay", "max_shift", "max_rotation"):
+            value = getattr(options, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
     if isinstance(options, ForestConfig):
         _check_positive_int("n_estimators", options.n_estimators)
         _check_positive_int("max_depth", options.max_depth)
