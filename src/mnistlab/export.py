@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.errors import MnistlabError
-from mnistlab.runs import load_run, write_bytes_atomic
+from mnistlab.fileio import write_bytes_atomic
+from mnistlab.runs import load_run
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 INPUT_NAME = "images"

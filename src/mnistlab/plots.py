@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from mnistlab.runs import write_bytes_atomic  # noqa: E402
+from mnistlab.fileio import write_bytes_atomic  # noqa: E402
 
 
 def save_figure(figure: Figure, path: Path, dpi: int = 100) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.errors import MnistlabError
-from mnistlab.runs import write_bytes_atomic
+from mnistlab.fileio import write_bytes_atomic
 
 
 @dataclass

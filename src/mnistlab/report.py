@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab import plots
-from mnistlab.runs import Run, write_json, write_text_atomic
+from mnistlab.fileio import write_text_atomic
+from mnistlab.runs import Run, write_json
 
 # Test accuracies the tutorial published, per preset.
 TUTORIAL_ACCURACY = {"tutorial-rf": 0.9685, "tutorial-v1": 0.9031,

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mnistlab.errors import RunError
+from mnistlab.fileio import publish_mode, write_text_atomic
 
 RUN_FILE = "run.json"
 CONFIG_FILE = "config.json"
@@ -27,24 +28,6 @@ HISTORY_CSV = "history.csv"
 HISTORY_JSONL = "history.jsonl"
 MODEL_DIR = "model"
 HISTORY_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 text atomically (see `write_bytes_atomic`)."""
-    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -113,6 +96,7 @@ class StagedRun:
         check_run_target(self.final, overwrite, marker)
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(dir=self.final.parent, prefix=f".{self.final.name}."))
+        publish_mode(self.path, directory=True)
 
     def commit(self) -> Path:
         """Move the staged directory to its final place, replacing an old run if allowed."""

@@ -40,7 +40,8 @@ def register(subparsers) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     """Predict, print or write the results; exit 1 when any file failed."""
     from mnistlab.predict import format_results, predict_files, save_inputs
-    from mnistlab.runs import load_model, load_run, write_text_atomic
+    from mnistlab.fileio import write_text_atomic
+    from mnistlab.runs import load_model, load_run
 
     if args.output is not None and args.output.exists() and not args.overwrite:
         raise MnistlabError(f"{args.output} already exists (use --overwrite to replace it)")

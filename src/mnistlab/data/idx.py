@@ -12,13 +12,13 @@ import gzip
 import hashlib
 import math
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from mnistlab.errors import IdxFormatError
+from mnistlab.fileio import write_bytes_atomic
 
 # Type code -> big-endian element type, as defined by the IDX format.
 IDX_TYPES: dict[int, np.dtype] = {
@@ -33,7 +33,6 @@ IDX_TYPES: dict[int, np.dtype] = {
 _TYPE_CODES = {(dtype.kind, dtype.itemsize): code for code, dtype in IDX_TYPES.items()}
 GZIP_MAGIC = b"\x1f\x8b"
 # Temporary files are created private (0600); finished data files are world-readable.
-FILE_MODE = 0o644
 
 
 def read_idx_bytes(path: str | os.PathLike) -> bytes | bytearray:
@@ -146,13 +145,4 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     if compress:
         # mtime=0 makes the output depend on the data only.
         data = gzip.compress(data, compresslevel=6, mtime=0)
-    file_descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(file_descriptor, "wb") as file:
-            file.write(data)
-        os.chmod(temp_name, FILE_MODE)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return write_bytes_atomic(path, data)

@@ -25,12 +25,19 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TransferSpeedColumn,
+)
 
 from mnistlab import __version__
-from mnistlab.data.idx import FILE_MODE, GZIP_MAGIC, content_sha256
+from mnistlab.data.idx import GZIP_MAGIC, content_sha256
 from mnistlab.data.registry import FILE_NAMES, DatasetSpec
 from mnistlab.errors import DataError
+from mnistlab.fileio import publish_mode
 
 DATA_DIR_ENV = "MNISTLAB_DATA_DIR"
 CACHE_DIR_ENV = "MNISTLAB_CACHE_DIR"
@@ -295,7 +302,7 @@ def _install(temp: Path, directory: Path, name: str, expected: str) -> None:
     with open(temp, "rb") as file:
         compressed = file.read(2) == GZIP_MAGIC
     final = directory / (f"{name}.gz" if compressed else name)
-    os.chmod(temp, FILE_MODE)
+    publish_mode(temp)
     os.replace(temp, final)
     # Remove the other spelling so a stale copy cannot shadow this one (raw is looked up first).
     (directory / (name if compressed else f"{name}.gz")).unlink(missing_ok=True)
