@@ -116,3 +116,11 @@ def test_reproduce_on_a_tiny_subset_writes_every_promised_file(toy_dataset_dir, 
             assert len(history) > 1
     assert "<img" in (out / "report.html").read_text()
     assert "| tutorial-v1 |" in (out / "report.md").read_text()
+
+
+def test_unwritable_output_is_one_line(toy_dataset_dir, tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    code = main(forest_args(toy_dataset_dir, tmp_path / "a_file" / "run"))
+    error = capsys.readouterr().err
+    assert code == 1 and "a_file" in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1

@@ -58,3 +58,38 @@ def test_config_round_trips_through_a_dict():
     config = make_config(preset="tutorial-v1", seed=3, limit_train=100)
     assert config_from_dict(config.to_dict()) == config
     assert isinstance(config_from_dict(config.to_dict()).model_config, SoftmaxConfig)
+
+
+def test_softmax_choices_match_the_model():
+    from mnistlab.config import SOFTMAX_CHOICES
+    from mnistlab.models import softmax
+
+    assert set(SOFTMAX_CHOICES["optimizer"]) == set(softmax.OPTIMIZERS)
+    assert set(SOFTMAX_CHOICES["init"]) == set(softmax.INITIALIZERS)
+    assert set(SOFTMAX_CHOICES["schedule"]) == set(softmax.SCHEDULES)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"optimizer": "adamax"}, "unknown optimizer"),
+    ({"init": "ones"}, "unknown init"),
+    ({"schedule": "step"}, "unknown schedule"),
+    ({"shuffle_buffer": -1}, "shuffle_buffer"),
+])
+def test_softmax_choices_checked_before_training(options, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config("softmax", model_options=options)
+
+
+def test_full_shuffle_may_be_spelled_zero():
+    assert make_config("softmax", model_options={"shuffle_buffer": 0}).model_config.shuffle_buffer == 0
+
+
+def test_unknown_option_named_as_given():
+    with pytest.raises(ConfigError, match="'num_steps' does not apply"):
+        make_config("random-forest", model_options={"num_steps": 5})
+
+
+@pytest.mark.parametrize("jobs", [-5, 0, 1.5])
+def test_forest_jobs_positive_or_minus_one(jobs):
+    with pytest.raises(ConfigError, match="n_jobs"):
+        make_config("random-forest", model_options={"n_jobs": jobs})

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mnistlab.config import make_config
-from mnistlab.errors import RunError, TrainingDivergedError
+from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
 from mnistlab.experiment import evaluate_run, reproduce, split_dataset, train_and_evaluate
 from mnistlab.runs import load_model, load_run
 
@@ -127,3 +127,45 @@ def test_reproduce_writes_report_and_runs(toy_dataset, tmp_path, monkeypatch):
     assert "tutorial-rf/predictions.png" in (out / "report.md").read_text()
     with pytest.raises(RunError, match="already exists"):
         reproduce(out, presets=("tutorial-rf",), progress=False)
+
+
+def test_subset_missing_a_class_is_refused_before_training(toy_dataset, tmp_path):
+    with pytest.raises(ConfigError, match="no example of class"):
+        train_and_evaluate(forest_config(limit_train=5), tmp_path / "run", dataset=toy_dataset,
+                           progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_fixed_input_models_refuse_other_shapes(tmp_path):
+    from mnistlab.data import load_dataset, write_dataset
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(60, dtype=np.uint8) % 3
+    directory = write_dataset(tmp_path / "three", train_images=rng.integers(0, 255, (60, 20, 20),
+                                                                          dtype=np.uint8),
+                              train_labels=labels, test_images=rng.integers(
+                                  0, 255, (60, 20, 20), dtype=np.uint8), test_labels=labels)
+    dataset = load_dataset(directory, progress=False)
+    with pytest.raises(ConfigError, match="28x28 images in 10 classes"):
+        train_and_evaluate(make_config("softmax"), tmp_path / "run", dataset=dataset,
+                           progress=False)
+    result = train_and_evaluate(forest_config(), tmp_path / "forest", dataset=dataset,
+                                progress=False)
+    assert len(result.metrics["confusion_matrix"]) == 3
+
+
+def test_custom_dataset_path_is_recorded_absolute(toy_dataset_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(toy_dataset_dir.parent)
+    result = train_and_evaluate(forest_config(dataset=toy_dataset_dir.name), tmp_path / "run",
+                                progress=False)
+    saved = json.loads((result.run_dir / "config.json").read_text())
+    assert saved["dataset"] == str(toy_dataset_dir.resolve())
+    monkeypatch.chdir(tmp_path)
+    assert evaluate_run(result.run_dir).metrics["test_accuracy"] == \
+        result.metrics["test_accuracy"]
+
+
+def test_validation_split_scores_models_without_history(toy_dataset, tmp_path):
+    result = train_and_evaluate(forest_config(validation_split=0.2), tmp_path / "run",
+                                dataset=toy_dataset, progress=False)
+    assert 0.5 < result.metrics["val_accuracy"] <= 1.0 and "val_loss" in result.metrics

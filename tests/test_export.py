@@ -76,3 +76,18 @@ def test_cli_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path), "--format", "onnx", "--out", str(tmp_path / "x")]) == 2
     error = capsys.readouterr().err
     assert "not a run directory" in error and len(error.strip().splitlines()) == 1
+
+
+def test_overwrite_only_replaces_an_earlier_export(softmax_run, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.txt").write_text("years of work")
+    with pytest.raises(MnistlabError, match="not a SavedModel"):
+        export_run(softmax_run, "savedmodel", precious, overwrite=True)
+    assert (precious / "thesis.txt").read_text() == "years of work"
+    with pytest.raises(MnistlabError, match="not a file"):
+        export_run(softmax_run, "tflite", precious, overwrite=True)
+    first = export_run(softmax_run, "savedmodel", tmp_path / "saved")
+    export_run(softmax_run, "savedmodel", first, overwrite=True)
+    assert (first / "saved_model.pb").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["precious", "saved"]

@@ -121,3 +121,26 @@ def test_mnist_model_recognises_digits_people_supply(mnist_dir, tmp_path):
     assert len(results) >= 40 and all(result.ok for result in results)
     correct = [result.top[0][0] == result.path.name[0] for result in results]
     assert np.mean(correct) >= 0.85, [r.path.name for r, ok in zip(results, correct) if not ok]
+
+
+def test_saved_inputs_are_not_overwritten_unless_told(shapes_run, image_folder, tmp_path,
+                                                      capsys):
+    seen = tmp_path / "seen"
+    arguments = ["predict", str(shapes_run), str(image_folder / "one.png"), "--save-inputs",
+                 str(seen)]
+    assert run_cli(arguments) == 0
+    (target,) = seen.iterdir()
+    target.write_bytes(b"mine")
+    assert run_cli(arguments) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert target.read_bytes() == b"mine"
+    assert run_cli(arguments + ["--overwrite"]) == 0
+    assert target.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_output_into_a_missing_directory_is_one_line(shapes_run, image_folder, tmp_path,
+                                                      capsys):
+    code = run_cli(["predict", str(shapes_run), str(image_folder / "one.png"), "--format",
+                    "json", "--output", str(tmp_path / "no" / "such" / "dir.json")])
+    error = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in error and len(error.strip().splitlines()) == 1

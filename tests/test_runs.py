@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from mnistlab.errors import RunError
+from mnistlab.errors import MnistlabError, RunError
 from mnistlab.runs import (StagedRun, check_run_target, find_runs, history_to_csv, load_run,
                            read_history, write_history, write_json, write_text_atomic)
 
@@ -93,3 +93,21 @@ def test_find_runs_skips_staging_and_broken_directories(tmp_path):
     (tmp_path / "d" / "run.json").write_text(json.dumps({"status": "completed"}))
     found = find_runs(tmp_path)
     assert [run.path.name for run in found] == ["a", "b"]
+
+
+@pytest.mark.parametrize("damage", ["history", "run_list", "no_model", "config_key"])
+def test_damaged_runs_are_run_errors_and_skipped_by_find_runs(tmp_path, damage):
+    from mnistlab.experiment import run_config
+
+    path = make_run(tmp_path / "run")
+    if damage == "history":
+        (path / "history.jsonl").write_text('{"step": 1}\n{broken\n')
+    elif damage == "run_list":
+        (path / "run.json").write_text("[1, 2]")
+    elif damage == "no_model":
+        (path / "run.json").write_text('{"status": "completed"}')
+    else:
+        (path / "config.json").write_text('{"model": "softmax", "colour": "blue"}')
+    with pytest.raises(MnistlabError):
+        run_config(load_run(path))
+    assert find_runs(tmp_path) == []

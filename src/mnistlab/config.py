@@ -32,6 +32,15 @@ class SoftmaxConfig:
     log_every: int = 50
 
 
+# The softmax model's named choices (its builders live in models/softmax.py; a test keeps
+# the two in step). Checked here so a typo fails before any data is loaded.
+SOFTMAX_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adam", "sgd", "momentum", "rmsprop", "adagrad"),
+    "init": ("normal", "zeros"),
+    "schedule": ("constant", "cosine", "linear"),
+}
+
+
 @dataclass(frozen=True)
 class ForestConfig:
     """Options of the random forest on raw pixels (see `RandomForest`)."""
@@ -94,6 +103,13 @@ class CNNConfig:
 
 
 @dataclass(frozen=True)
+class EnsembleConfig:
+    """The member runs of an ensemble (see `EnsembleModel` and `mnistlab ensemble`)."""
+
+    members: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything one training run needs, apart from where the data files are."""
 
@@ -112,7 +128,8 @@ class TrainConfig:
 
 
 MODEL_CONFIGS: dict[str, type] = {"softmax": SoftmaxConfig, "random-forest": ForestConfig,
-                                  "mlp": MLPConfig, "cnn": CNNConfig}
+                                  "mlp": MLPConfig, "cnn": CNNConfig,
+                                  "ensemble": EnsembleConfig}
 
 
 @dataclass(frozen=True)
@@ -158,6 +175,33 @@ PRESETS: dict[str, Preset] = {
          "shuffle_buffer": None, "optimizer": "adam", "learning_rate": 0.003, "init": "zeros",
          "l2": 0.0, "schedule": "cosine"},
     ),
+    "mlp": Preset(
+        "mlp",
+        "Two hidden layers of 1024 ReLU units with dropout, AdamW with a one-cycle schedule, "
+        "label smoothing (XLA-compiled).",
+        {"width": 1024, "depth": 2, "dropout": 0.3, "optimizer": "adamw",
+         "learning_rate": 0.001, "weight_decay": 0.0001, "schedule": "one-cycle",
+         "warmup_fraction": 0.2, "label_smoothing": 0.1, "batch_size": 128,
+         "num_epochs": 20, "num_steps": None},
+    ),
+    "cnn-fast": Preset(
+        "cnn",
+        "The fastest to 99%: conv32-pool-conv64-pool-dense10 with batch norm, one-cycle AdamW, "
+        "1600 steps of 64 (1.7 epochs).",
+        {"width": 32, "depth": 2, "convs_per_block": 1, "dense_units": 0, "batch_norm": True,
+         "optimizer": "adamw", "learning_rate": 0.003, "schedule": "one-cycle",
+         "warmup_fraction": 0.15, "batch_size": 64, "num_steps": 1600, "num_epochs": None},
+    ),
+    "cnn": Preset(
+        "cnn",
+        "The accurate one: two blocks of two batch-normalised 3x3 convolutions, dense 128, "
+        "dropout, on-the-fly augmentation, one-cycle AdamW, label smoothing, weight EMA.",
+        {"width": 16, "depth": 2, "convs_per_block": 2, "dense_units": 128,
+         "batch_norm": True, "dropout": 0.2, "augment": True, "optimizer": "adamw",
+         "learning_rate": 0.003, "weight_decay": 0.005, "schedule": "one-cycle",
+         "warmup_fraction": 0.2, "label_smoothing": 0.1, "ema_decay": 0.998,
+         "batch_size": 128, "num_epochs": 7, "num_steps": None},
+    ),
 }
 
 
@@ -184,8 +228,15 @@ def validate(config: TrainConfig) -> TrainConfig:
     if isinstance(options, SoftmaxConfig):
         for name in ("batch_size", "num_steps", "num_epochs", "log_every"):
             _check_positive_int(name, getattr(options, name))
-        if options.shuffle_buffer is not None:
-            _check_positive_int("shuffle_buffer", options.shuffle_buffer)
+        if options.shuffle_buffer is not None and (
+                isinstance(options.shuffle_buffer, bool) or not isinstance(options.shuffle_buffer, int)
+                or options.shuffle_buffer < 0):
+            raise ConfigError(f"shuffle_buffer must be a whole number >= 0 (0: a full shuffle), "
+                              f"got {options.shuffle_buffer!r}")
+        for name, choices in SOFTMAX_CHOICES.items():
+            if getattr(options, name) not in choices:
+                raise ConfigError(f"unknown {name} {getattr(options, name)!r} "
+                                  f"(known: {', '.join(choices)})")
         if (options.num_steps is None) == (options.num_epochs is None):
             raise ConfigError("give exactly one of num_steps (--steps) and num_epochs (--epochs)")
         if not (isinstance(options.learning_rate, (int, float))
@@ -212,11 +263,16 @@ def validate(config: TrainConfig) -> TrainConfig:
             value = getattr(options, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a number >= 0, got {value!r}")
+    if isinstance(options, EnsembleConfig) and (
+            isinstance(options.members, str) or not options.members):
+        raise ConfigError("an ensemble needs a list of at least one member run directory")
     if isinstance(options, ForestConfig):
         _check_positive_int("n_estimators", options.n_estimators)
         _check_positive_int("max_depth", options.max_depth)
-        if options.n_jobs == 0 or isinstance(options.n_jobs, bool):
-            raise ConfigError("n_jobs must be a positive number of jobs, or -1 for all cores")
+        if (isinstance(options.n_jobs, bool) or not isinstance(options.n_jobs, int)
+                or not (options.n_jobs > 0 or options.n_jobs == -1)):
+            raise ConfigError(f"n_jobs must be a positive number of jobs, or -1 for all cores, "
+                              f"got {options.n_jobs!r}")
     return config
 
 
@@ -246,8 +302,13 @@ def make_config(
         raise ConfigError("name a model or a preset")
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model {model!r} (known: {', '.join(sorted(MODEL_CONFIGS))})")
-    options = dict(PRESETS[preset].options) if preset else {}
+    config_class = MODEL_CONFIGS[model]
+    known = {f.name for f in dataclasses.fields(config_class)}
     model_options = dict(model_options or {})
+    unknown = sorted(set(model_options) - known)
+    if unknown:
+        raise ConfigError(f"option {unknown[0]!r} does not apply to model {model!r}")
+    options = dict(PRESETS[preset].options) if preset else {}
     # Naming the length in steps replaces an epoch count from the defaults or the preset,
     # and the other way round; naming both is a contradiction the validation reports.
     if "num_steps" in model_options and "num_epochs" not in model_options:
@@ -255,11 +316,7 @@ def make_config(
     if "num_epochs" in model_options and "num_steps" not in model_options:
         options["num_steps"] = None
     options.update(model_options)
-    config_class = MODEL_CONFIGS[model]
-    known = {f.name for f in dataclasses.fields(config_class)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise ConfigError(f"option {unknown[0]!r} does not apply to model {model!r}")
+    options = {name: value for name, value in options.items() if name in known}
     run_known = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "model_config"}
     unknown = sorted(set(run_options) - run_known)
     if unknown:
@@ -275,5 +332,8 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     model = data.get("model")
     if model not in MODEL_CONFIGS:
         raise ConfigError(f"unknown model {model!r} in saved configuration")
-    data["model_config"] = MODEL_CONFIGS[model](**data.get("model_config", {}))
-    return TrainConfig(**data)
+    try:
+        data["model_config"] = MODEL_CONFIGS[model](**data.get("model_config", {}))
+        return TrainConfig(**data)
+    except TypeError as error:
+        raise ConfigError(f"the saved configuration does not fit this version: {error}") from None

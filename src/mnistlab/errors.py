@@ -24,4 +24,6 @@ class RunError(MnistlabError):
 
 
 class TrainingDivergedError(MnistlabError):
-    """The training loss became NaN or infinite."""
+    """The training loss became NaN or infinite (a failed run, not a usage error)."""
+
+    exit_code = 1

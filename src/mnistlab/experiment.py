@@ -20,7 +20,7 @@ import numpy as np
 
 from mnistlab import __version__
 from mnistlab.config import TrainConfig, config_from_dict, validate
-from mnistlab.errors import RunError, TrainingDivergedError
+from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
 from mnistlab.evaluate import compute_metrics
 from mnistlab.models import build_model
 from mnistlab.progress import training_progress
@@ -111,6 +111,34 @@ def _load_dataset(config: TrainConfig, data_dir: Path | None, progress: bool):
     return load_dataset(config.dataset, data_dir=data_dir, progress=progress)
 
 
+def resolve_dataset_name(name: str) -> str:
+    """A registered dataset name as it is; a directory as an absolute path, so that a run
+    can be evaluated from any working directory."""
+    from mnistlab.data import DATASETS
+
+    if name not in DATASETS and Path(name).is_dir():
+        return str(Path(name).resolve())
+    return name
+
+
+def check_model_fits_data(model_name: str, dataset, split: Split) -> None:
+    """Refuse data a model cannot learn or be scored on, before any training."""
+    from mnistlab.models import FIXED_INPUT_MODELS
+
+    image_shape = tuple(dataset.train_images.shape[1:])
+    num_classes = len(dataset.class_names)
+    if model_name in FIXED_INPUT_MODELS and (image_shape != (28, 28) or num_classes != 10):
+        raise ConfigError(f"model {model_name!r} takes 28x28 images in 10 classes; dataset "
+                          f"{dataset.name!r} has {image_shape[0]}x{image_shape[1]} images in "
+                          f"{num_classes} classes (the random forest takes any)")
+    missing = sorted(set(range(num_classes)) - set(np.unique(split.train_labels).tolist()))
+    if missing:
+        names = ", ".join(str(dataset.class_names[k]) for k in missing[:5])
+        raise ConfigError(f"the {len(split.train_labels)} training images hold no example of "
+                          f"class {names}{' ...' if len(missing) > 5 else ''}: "
+                          "use a larger --limit-train")
+
+
 def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
                        data_dir: Path | None = None, dataset=None, overwrite: bool = False,
                        progress: bool = True) -> RunResult:
@@ -123,11 +151,13 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
     from mnistlab.report import write_run_figures
 
     validate(config)
+    config = dataclasses.replace(config, dataset=resolve_dataset_name(config.dataset))
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
     check_run_target(run_dir, overwrite)
     if dataset is None:
         dataset = _load_dataset(config, data_dir, progress)
     split = split_dataset(dataset, config)
+    check_model_fits_data(config.model, dataset, split)
     model = build_model(config.model, dataclasses.asdict(config.model_config), config.seed)
     staged = StagedRun(run_dir, overwrite)
     try:
@@ -151,7 +181,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
         start = time.perf_counter()
         probabilities = model.predict_proba(split.test_images)
         predict_seconds = time.perf_counter() - start
-        model.save(_make_dir(staged.path / MODEL_DIR))
+        (staged.path / MODEL_DIR).mkdir()
+        model.save(staged.path / MODEL_DIR)
         metrics = compute_metrics(split.test_labels, probabilities, dataset.class_names)
         metrics.update({
             "train_seconds": round(train_seconds, 4),
@@ -161,8 +192,12 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
             "model_bytes": _model_size(staged.path / MODEL_DIR),
         })
         history = list(model.history_)
-        if history and split.val_images is not None:
-            metrics["val_accuracy"] = history[-1].get("val_accuracy")
+        if split.val_images is not None:
+            # Every model gets its final validation score, including those without a history.
+            validation = compute_metrics(split.val_labels, model.predict_proba(split.val_images),
+                                         dataset.class_names)
+            metrics["val_accuracy"] = validation["test_accuracy"]
+            metrics["val_loss"] = validation["test_loss"]
         write_history(staged.path, history)
         write_json(staged.path / METRICS_FILE, metrics)
         write_run_figures(staged.path, model, history, split.test_images, split.test_labels,
@@ -179,11 +214,6 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
     return RunResult(final, config, metrics, history, model)
 
 
-def _make_dir(path: Path) -> Path:
-    path.mkdir()
-    return path
-
-
 @dataclass
 class Evaluation:
     """Metrics recomputed from a saved model, beside those recorded at training time."""
@@ -194,16 +224,28 @@ class Evaluation:
     checksums_match: bool
 
 
+def run_config(run) -> TrainConfig:
+    """The `TrainConfig` a loaded run was trained with."""
+    return config_from_dict({key: value for key, value in run.config.items()
+                             if key not in ("versions", "data")})
+
+
+def run_test_split(run_dir: Path, *, data_dir: Path | None = None, dataset=None,
+                   progress: bool = False) -> tuple[Split, object]:
+    """The split a run was tested on (same dataset, limits and seed), and its dataset."""
+    config = run_config(load_run(run_dir))
+    if dataset is None:
+        dataset = _load_dataset(config, data_dir, progress)
+    return split_dataset(dataset, config), dataset
+
+
 def evaluate_run(run_dir: Path, *, data_dir: Path | None = None, progress: bool = False,
                  dataset=None) -> Evaluation:
     """Reload a run's model and recompute its test metrics on the same test images."""
     run = load_run(run_dir)
-    config = config_from_dict({key: value for key, value in run.config.items()
-                               if key not in ("versions", "data")})
     model = load_model(run_dir)
-    if dataset is None:
-        dataset = _load_dataset(config, data_dir, progress)
-    split = split_dataset(dataset, config)
+    split, dataset = run_test_split(run_dir, data_dir=data_dir, dataset=dataset,
+                                    progress=progress)
     probabilities = model.predict_proba(split.test_images)
     metrics = compute_metrics(split.test_labels, probabilities, dataset.class_names)
     recorded_checksums = run.config.get("data", {}).get("checksums", {})
@@ -213,22 +255,26 @@ def evaluate_run(run_dir: Path, *, data_dir: Path | None = None, progress: bool 
 
 # The tutorial's models, in the order it trains them.
 TUTORIAL_PRESETS = ("tutorial-rf", "tutorial-v1", "tutorial-v2", "tutorial-v3")
+# The neural models that `reproduce(beyond=True)` adds beside them.
+BEYOND_PRESETS = ("mlp", "cnn-fast", "cnn")
 
 
 def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
               data_dir: Path | None = None, seed: int = 0, limit_train: int | None = None,
               limit_test: int | None = None, presets: Sequence[str] = TUTORIAL_PRESETS,
-              overwrite: bool = False, progress: bool = True) -> dict:
+              beyond: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Run the tutorial end to end and write its report; returns the summary.
 
     Each preset becomes a run directory `out_dir/<preset>`; `report.html` (self-contained),
     `report.md` and `summary.json` sit beside them. The directory appears only when done.
+    `beyond=True` appends the neural presets of `BEYOND_PRESETS`.
     """
     from mnistlab.config import make_config
     from mnistlab.report import ReportRow, write_reproduction_report
 
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
         datetime.now().strftime("%Y%m%d-%H%M%S") + "-reproduce")
+    presets = tuple(presets) + (BEYOND_PRESETS if beyond else ())
     configs = [make_config(preset=name, dataset=dataset_name, seed=seed,
                            limit_train=limit_train, limit_test=limit_test) for name in presets]
     check_run_target(out_dir, overwrite, marker=SUMMARY_FILE)

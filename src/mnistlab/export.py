@@ -11,6 +11,7 @@ whoever serves it cannot get the preparation wrong.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -135,8 +136,14 @@ def export_run(run_dir: Path, output_format: str, out: Path, *, overwrite: bool 
     if output_format not in FORMATS:
         raise ExportError(f"unknown export format {output_format!r} (known: {', '.join(FORMATS)})")
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out} already exists (use --overwrite to replace it)")
+    if out.exists():
+        if not overwrite:
+            raise ExportError(f"{out} already exists (use --overwrite to replace it)")
+        # --overwrite replaces an earlier export of the same kind, never anything else.
+        if output_format == "savedmodel" and not (out / "saved_model.pb").is_file():
+            raise ExportError(f"{out} exists and is not a SavedModel; not replacing it")
+        if output_format != "savedmodel" and not out.is_file():
+            raise ExportError(f"{out} exists and is not a file; not replacing it")
     model_name = load_run(run_dir).info["model"]
     model = load_model(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -155,8 +162,8 @@ def export_run(run_dir: Path, output_format: str, out: Path, *, overwrite: bool 
         try:
             _save_savedmodel(module, staging / "model")
             if out.exists():
-                shutil.rmtree(out) if out.is_dir() else out.unlink()
-            (staging / "model").rename(out)
+                os.replace(out, staging / "old")
+            os.replace(staging / "model", out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return out
@@ -219,6 +226,8 @@ def check_export(run_dir: Path, path: Path, output_format: str, images: np.ndarr
     expected = model.predict_proba(images)
     got = np.concatenate([exported(images[start:start + batch_size])
                           for start in range(0, len(images), batch_size)])
+    if len(images) == 0:
+        raise ExportError("no images to check the export on")
     rows = np.arange(len(images))
     differs = expected.argmax(1) != got.argmax(1)
     # A forest's votes can tie exactly (e.g. 21/50 for two classes); float rounding in the

@@ -46,7 +46,10 @@ def predict_files(model, paths: Sequence[Path], class_names: Sequence[str],
         try:
             results.append(FilePrediction(path, image=prepare_image(load_image(path))))
         except MnistlabError as error:
-            results.append(FilePrediction(path, error=str(error)))
+            message = str(error)
+            if str(path) not in message:  # "no ink found in the image" names no file
+                message = f"{path}: {message}"
+            results.append(FilePrediction(path, error=message))
     prepared = [result for result in results if result.ok]
     if prepared:
         probabilities = model.predict_proba(np.stack([result.image for result in prepared]))
@@ -57,17 +60,23 @@ def predict_files(model, paths: Sequence[Path], class_names: Sequence[str],
     return results
 
 
-def save_inputs(results: Sequence[FilePrediction], directory: Path) -> list[Path]:
-    """Write the 28x28 image each file became as `<name>.png` in `directory`."""
+def save_inputs(results: Sequence[FilePrediction], directory: Path,
+                overwrite: bool = False) -> list[Path]:
+    """Write the 28x28 image each file became as `<index>-<name>.png` in `directory`.
+
+    Existing files are refused (before anything is written) unless `overwrite`.
+    """
     from PIL import Image
 
     directory = Path(directory)
+    targets = [(directory / f"{index:04d}-{result.path.stem}.png", result)
+               for index, result in enumerate(results) if result.image is not None]
+    taken = [target for target, _ in targets if target.exists()]
+    if taken and not overwrite:
+        raise MnistlabError(f"{taken[0]} already exists (use --overwrite to replace it)")
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for index, result in enumerate(results):
-        if result.image is None:
-            continue
-        target = directory / f"{index:04d}-{result.path.stem}.png"
+    for target, result in targets:
         buffer = io.BytesIO()
         Image.fromarray(result.image).save(buffer, format="PNG")
         write_bytes_atomic(target, buffer.getvalue())

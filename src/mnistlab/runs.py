@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnistlab.errors import RunError
+from mnistlab.config import config_from_dict
+from mnistlab.errors import ConfigError, RunError
 from mnistlab.fileio import publish_mode, write_text_atomic
 
 RUN_FILE = "run.json"
@@ -32,7 +33,7 @@ HISTORY_COLUMNS = ("step", "epoch", "train_loss", "train_accuracy", "val_loss", 
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically, indented, ending with a newline."""
-    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -69,7 +70,10 @@ def read_history(directory: Path) -> list[dict]:
     path = Path(directory) / HISTORY_JSONL
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path} cannot be read: {error}") from None
 
 
 def check_run_target(run_dir: Path, overwrite: bool, marker: str | None = None) -> None:
@@ -133,7 +137,7 @@ class Run:
 
     @property
     def status(self) -> str:
-        """'completed' or 'failed'."""
+        """'completed', 'failed', 'running' (a run interrupted while writing) or 'unknown'."""
         return self.info.get("status", "unknown")
 
 
@@ -145,9 +149,15 @@ def load_run(run_dir: Path) -> Run:
     if not is_run(run_dir):
         raise RunError(f"{run_dir} is not a run directory (no {RUN_FILE} and {CONFIG_FILE})")
     info = read_json(run_dir / RUN_FILE)
+    config = read_json(run_dir / CONFIG_FILE)
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path) if metrics_path.exists() else {}
-    return Run(run_dir, info, read_json(run_dir / CONFIG_FILE), metrics, read_history(run_dir))
+    for name, data in ((RUN_FILE, info), (CONFIG_FILE, config), (METRICS_FILE, metrics)):
+        if not isinstance(data, dict):
+            raise RunError(f"{run_dir / name} does not hold a JSON object")
+    if "model" not in info:
+        raise RunError(f"{run_dir / RUN_FILE} does not name its model")
+    return Run(run_dir, info, config, metrics, read_history(run_dir))
 
 
 def load_model(run_dir: Path) -> Any:
@@ -160,7 +170,10 @@ def load_model(run_dir: Path) -> Any:
     model_dir = Path(run_dir) / MODEL_DIR
     if not model_dir.is_dir():
         raise RunError(f"{model_dir} is missing")
-    return get_model_class(run.info["model"]).load(model_dir)
+    try:
+        return get_model_class(run.info["model"]).load(model_dir)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError(f"the model in {model_dir} cannot be loaded: {error}") from None
 
 
 def find_runs(root: Path) -> list[Run]:
@@ -173,7 +186,10 @@ def find_runs(root: Path) -> list[Run]:
         if any(part.startswith(".") for part in run_file.relative_to(root).parts):
             continue  # a staging directory or an old run being replaced
         try:
-            found.append(load_run(run_file.parent))
-        except RunError:
+            run = load_run(run_file.parent)
+            config_from_dict({key: value for key, value in run.config.items()
+                              if key not in ("versions", "data")})
+        except (RunError, ConfigError):
             continue
+        found.append(run)
     return found

@@ -8,13 +8,14 @@ User-facing errors (`MnistlabError`) become one line on stderr and a non-zero ex
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from mnistlab import __version__
 from mnistlab.errors import MnistlabError
 
 # Command-group modules, in the order they appear in `mnistlab --help`.
-COMMAND_MODULES = ("data", "train", "predict", "export", "serve")
+COMMAND_MODULES = ("data", "train", "ensemble", "predict", "export", "serve")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mnistlab",
         description="Train, compare and use classifiers on MNIST-format data.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+               "  mnistlab reproduce                      # the tutorial end to end, with a report\n"
+               "  mnistlab train softmax --preset tutorial-v1\n"
+               "  mnistlab predict runs/reproduction/tutorial-rf my_digit.png\n"
+               "  mnistlab COMMAND --help                 # each command's options and examples",
     )
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -43,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    # TensorFlow's C++ start-up messages are noise on a command line; warnings still show.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -50,6 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     except MnistlabError as error:
         print(f"mnistlab: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:
+        # A path the user named cannot be written or read (a file where a directory was
+        # expected, no permission, a full disk): one line, nothing half-written.
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"mnistlab: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)
         return 130

@@ -54,13 +54,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _test_images(run_dir: Path, data_dir: Path | None):
-    from mnistlab.config import config_from_dict
-    from mnistlab.data import load_dataset
-    from mnistlab.experiment import split_dataset
-    from mnistlab.runs import load_run
+    from mnistlab.experiment import run_test_split
 
-    saved = load_run(run_dir).config
-    config = config_from_dict({key: value for key, value in saved.items()
-                               if key not in ("versions", "data")})
-    dataset = load_dataset(config.dataset, data_dir=data_dir, progress=False)
-    return split_dataset(dataset, config).test_images
+    split, _ = run_test_split(run_dir, data_dir=data_dir)
+    return split.test_images

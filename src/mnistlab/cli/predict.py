@@ -31,7 +31,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", type=Path, default=None, metavar="FILE",
                         help="write the results to FILE instead of the terminal")
     parser.add_argument("--overwrite", action="store_true",
-                        help="allow --output to replace an existing file")
+                        help="allow --output and --save-inputs to replace existing files")
     parser.add_argument("--save-inputs", type=Path, default=None, metavar="DIR",
                         help="write the 28x28 image each file became into DIR")
     parser.set_defaults(func=run_predict)
@@ -55,9 +55,10 @@ def run_predict(args: argparse.Namespace) -> int:
         raise MnistlabError("no image files found in the given paths")
     for result in results:
         if not result.ok:
-            print(f"mnistlab: {result.path}: {result.error}", file=sys.stderr)
+            # The error names the file already.
+            print(f"mnistlab: {result.error}", file=sys.stderr)
     if args.save_inputs is not None:
-        save_inputs(results, args.save_inputs)
+        save_inputs(results, args.save_inputs, overwrite=args.overwrite)
     if args.format == "table":
         table = Table(title=f"predictions of {args.run_dir}")
         table.add_column("file")

@@ -7,6 +7,16 @@ import logging
 from pathlib import Path
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {text!r}")
+    return port
+
+
 def register(subparsers) -> None:
     """Add the `serve` command."""
     serve = subparsers.add_parser(
@@ -25,7 +35,7 @@ def register(subparsers) -> None:
     serve.add_argument("--host", default="127.0.0.1",
                        help="address to listen on (default 127.0.0.1, this machine only; "
                             "0.0.0.0 opens it to the network, without any authentication)")
-    serve.add_argument("--port", type=int, default=8000,
+    serve.add_argument("--port", type=_port, default=8000,
                        help="port to listen on (default 8000; 0 picks a free one)")
     serve.set_defaults(func=run_serve)
 

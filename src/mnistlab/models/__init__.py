@@ -18,7 +18,13 @@ from mnistlab.errors import ConfigError
 MODEL_CLASSES: dict[str, str] = {
     "random-forest": "mnistlab.models.forest:RandomForest",
     "softmax": "mnistlab.models.softmax:SoftmaxRegression",
+    "mlp": "mnistlab.models.neural:MLP",
+    "cnn": "mnistlab.models.neural:CNN",
+    "ensemble": "mnistlab.models.ensemble:EnsembleModel",
 }
+
+# Models built for MNIST's shape: 28x28 images in 10 classes (the forest takes any).
+FIXED_INPUT_MODELS = frozenset({"softmax", "mlp", "cnn"})
 
 
 def get_model_class(name: str) -> type:
