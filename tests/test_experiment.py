@@ -169,3 +169,22 @@ def test_validation_split_scores_models_without_history(toy_dataset, tmp_path):
     result = train_and_evaluate(forest_config(validation_split=0.2), tmp_path / "run",
                                 dataset=toy_dataset, progress=False)
     assert 0.5 < result.metrics["val_accuracy"] <= 1.0 and "val_loss" in result.metrics
+
+
+def test_reproduce_with_seeds_reports_the_spread(toy_dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr("mnistlab.experiment._load_dataset", lambda *args: toy_dataset)
+    summary = reproduce(tmp_path / "repro", presets=("tutorial-rf",), seed=4, num_seeds=3,
+                        limit_train=200, limit_test=50, progress=False)
+    out = tmp_path / "repro"
+    assert {"tutorial-rf", "tutorial-rf-seed5", "tutorial-rf-seed6"} <= \
+        {path.name for path in out.iterdir()}
+    seeds = summary["models"][0]["seeds"]
+    accuracies = [json.loads((out / name / "metrics.json").read_text())["test_accuracy"]
+                  for name in ("tutorial-rf", "tutorial-rf-seed5", "tutorial-rf-seed6")]
+    assert seeds["seeds"] == [4, 5, 6] and seeds["test_accuracies"] == accuracies
+    assert seeds["mean"] == pytest.approx(np.mean(accuracies))
+    assert seeds["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    assert seeds["at_or_above_tutorial"] == sum(a >= 0.9685 for a in accuracies)
+    assert "over seeds" in (out / "report.md").read_text()
+    with pytest.raises(ConfigError, match="number of seeds"):
+        reproduce(tmp_path / "other", presets=("tutorial-rf",), num_seeds=0, progress=False)

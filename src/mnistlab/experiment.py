@@ -260,18 +260,23 @@ BEYOND_PRESETS = ("mlp", "cnn-fast", "cnn")
 
 
 def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
-              data_dir: Path | None = None, seed: int = 0, limit_train: int | None = None,
-              limit_test: int | None = None, presets: Sequence[str] = TUTORIAL_PRESETS,
-              beyond: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+              data_dir: Path | None = None, seed: int = 0, num_seeds: int = 1,
+              limit_train: int | None = None, limit_test: int | None = None,
+              presets: Sequence[str] = TUTORIAL_PRESETS, beyond: bool = False,
+              overwrite: bool = False, progress: bool = True) -> dict:
     """Run the tutorial end to end and write its report; returns the summary.
 
     Each preset becomes a run directory `out_dir/<preset>`; `report.html` (self-contained),
     `report.md` and `summary.json` sit beside them. The directory appears only when done.
-    `beyond=True` appends the neural presets of `BEYOND_PRESETS`.
+    `beyond=True` appends the neural presets of `BEYOND_PRESETS`. With `num_seeds` above 1,
+    every preset is also trained with the seeds after `seed` (`out_dir/<preset>-seed<k>`)
+    and the report gives the spread of test accuracy beside the tutorial's single number.
     """
     from mnistlab.config import make_config
     from mnistlab.report import ReportRow, write_reproduction_report
 
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
+        raise ConfigError(f"the number of seeds must be a positive whole number, got {num_seeds!r}")
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
         datetime.now().strftime("%Y%m%d-%H%M%S") + "-reproduce")
     presets = tuple(presets) + (BEYOND_PRESETS if beyond else ())
@@ -283,11 +288,16 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
     try:
         rows = []
         for config in configs:
-            result = train_and_evaluate(config, staged.path / config.preset, dataset=dataset,
-                                        progress=progress)
-            rows.append(ReportRow(config.preset, load_run(result.run_dir)))
+            seed_runs = []
+            for run_seed in range(seed, seed + num_seeds):
+                name = config.preset if run_seed == seed else f"{config.preset}-seed{run_seed}"
+                result = train_and_evaluate(dataclasses.replace(config, seed=run_seed),
+                                            staged.path / name, dataset=dataset,
+                                            progress=progress)
+                seed_runs.append(load_run(result.run_dir))
+            rows.append(ReportRow(config.preset, seed_runs[0], seed_runs))
         summary = write_reproduction_report(
-            staged.path, rows, dataset=dataset.name, seed=seed,
+            staged.path, rows, dataset=dataset.name, seed=seed, num_seeds=num_seeds,
             limits={"limit_train": limit_train, "limit_test": limit_test})
         final = staged.commit()
     except BaseException:

@@ -51,10 +51,12 @@ def write_run_figures(directory: Path, model, history: Sequence[dict], images: n
 
 @dataclass
 class ReportRow:
-    """One model's line in the reproduction report."""
+    """One model's line in the reproduction report: its run, and the same model's runs with
+    other seeds when the reproduction repeated it."""
 
     name: str
     run: Run
+    seed_runs: Sequence[Run] = ()
 
     def relative_path(self, base: Path) -> Path:
         """The run directory relative to `base` when it lies inside it."""
@@ -66,7 +68,7 @@ class ReportRow:
         metrics = self.run.metrics
         published = TUTORIAL_ACCURACY.get(self.name)
         accuracy = metrics.get("test_accuracy")
-        return {
+        summary = {
             "name": self.name, "model": self.run.info.get("model"),
             "run_dir": str(self.relative_path(base)), "test_accuracy": accuracy,
             "tutorial_accuracy": published,
@@ -76,9 +78,42 @@ class ReportRow:
             "predict_seconds": metrics.get("predict_seconds"),
             "parameters": metrics.get("parameters"),
         }
+        if len(self.seed_runs) > 1:
+            accuracies = np.array([run.metrics["test_accuracy"] for run in self.seed_runs])
+            summary["seeds"] = {
+                "seeds": [run.config.get("seed") for run in self.seed_runs],
+                "test_accuracies": accuracies.tolist(),
+                "mean": float(accuracies.mean()), "std": float(accuracies.std(ddof=1)),
+                "min": float(accuracies.min()), "max": float(accuracies.max()),
+                "at_or_above_tutorial": None if published is None
+                else int(np.sum(accuracies >= published)),
+            }
+        return summary
 
 
-def _percent(value) -> str:
+def report_table(summaries: Sequence[dict]) -> list[list[str]]:
+    """The report's table as rows of cells, the header first."""
+    with_seeds = any("seeds" in item for item in summaries)
+    header = ["model", "test accuracy", "tutorial", "difference", "train s", "parameters"]
+    if with_seeds:
+        header.append("over seeds: mean ± sd (min-max), at or above tutorial")
+    rows = [header]
+    for item in summaries:
+        row = [item["name"], _decimal(item["test_accuracy"]), _decimal(item["tutorial_accuracy"]),
+               "" if item["difference"] is None else f"{item['difference']:+.4f}",
+               f"{item['train_seconds']:.2f}", str(item["parameters"])]
+        if with_seeds:
+            seeds = item.get("seeds")
+            row.append("" if seeds is None else
+                       f"{seeds['mean']:.4f} ± {seeds['std']:.4f} ({seeds['min']:.4f}-"
+                       f"{seeds['max']:.4f}), " + (
+                           "-" if seeds["at_or_above_tutorial"] is None else
+                           f"{seeds['at_or_above_tutorial']} of {len(seeds['seeds'])}"))
+        rows.append(row)
+    return rows
+
+
+def _decimal(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
@@ -88,34 +123,28 @@ def _figure_tag(path: Path, alt: str) -> str:
 
 
 def write_reproduction_report(out_dir: Path, rows: Sequence[ReportRow], *, dataset: str,
-                              seed: int, limits: dict) -> dict:
+                              seed: int, limits: dict, num_seeds: int = 1) -> dict:
     """Write `summary.json`, `report.md` and a self-contained `report.html` into `out_dir`."""
     out_dir = Path(out_dir)
     summaries = [row.summary(out_dir) for row in rows]
-    summary = {"dataset": dataset, "seed": seed, "limits": limits, "models": summaries}
+    summary = {"dataset": dataset, "seed": seed, "num_seeds": num_seeds, "limits": limits,
+               "models": summaries}
     write_json(out_dir / "summary.json", summary)
 
     subset = ", ".join(f"{key} {value}" for key, value in limits.items() if value)
     heading = f"Reproduction of 'MNIST using TensorFlow' on {dataset}"
-    note = (f"Seed {seed}." + (f" Subset: {subset}; accuracies are not comparable with the "
+    seeds = (f"Seed {seed} (figures and the first columns); every model also trained with "
+             f"seeds {seed} to {seed + num_seeds - 1}." if num_seeds > 1 else f"Seed {seed}.")
+    note = (seeds + (f" Subset: {subset}; accuracies are not comparable with the "
                                "tutorial's, which used the full data." if subset else ""))
-    table = ["| model | test accuracy | tutorial | difference | train s | parameters |",
-             "|---|---|---|---|---|---|"]
-    for item in summaries:
-        difference = "" if item["difference"] is None else f"{item['difference']:+.4f}"
-        table.append(f"| {item['name']} | {_percent(item['test_accuracy'])} | "
-                     f"{_percent(item['tutorial_accuracy'])} | {difference} | "
-                     f"{item['train_seconds']:.2f} | {item['parameters']} |")
-    markdown = [f"# {heading}", "", note, "", *table, ""]
-    html_parts = [f"<h1>{html.escape(heading)}</h1>", f"<p>{html.escape(note)}</p>",
-                  "<table><tr><th>model</th><th>test accuracy</th><th>tutorial</th>"
-                  "<th>difference</th><th>train s</th><th>parameters</th></tr>"]
-    for item in summaries:
-        difference = "" if item["difference"] is None else f"{item['difference']:+.4f}"
-        html_parts.append(
-            f"<tr><td>{html.escape(item['name'])}</td><td>{_percent(item['test_accuracy'])}</td>"
-            f"<td>{_percent(item['tutorial_accuracy'])}</td><td>{difference}</td>"
-            f"<td>{item['train_seconds']:.2f}</td><td>{item['parameters']}</td></tr>")
+    table = report_table(summaries)
+    markdown = [f"# {heading}", "", note, "", "| " + " | ".join(table[0]) + " |",
+                "|" + "---|" * len(table[0])]
+    markdown += ["| " + " | ".join(row) + " |" for row in table[1:]] + [""]
+    html_parts = [f"<h1>{html.escape(heading)}</h1>", f"<p>{html.escape(note)}</p>", "<table>",
+                  "<tr>" + "".join(f"<th>{html.escape(cell)}</th>" for cell in table[0]) + "</tr>"]
+    html_parts += ["<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+                   for row in table[1:]]
     html_parts.append("</table>")
     for row in rows:
         relative = row.relative_path(out_dir)

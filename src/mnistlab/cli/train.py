@@ -17,6 +17,11 @@ MODEL_FLAGS = {
     "learning_rate": "learning_rate", "optimizer": "optimizer", "log_every": "log_every",
     "shuffle_buffer": "shuffle_buffer", "init": "init", "l2": "l2", "schedule": "schedule",
     "trees": "n_estimators", "max_depth": "max_depth", "jobs": "n_jobs",
+    "width": "width", "depth": "depth", "convs_per_block": "convs_per_block",
+    "dense_units": "dense_units", "dropout": "dropout", "batch_norm": "batch_norm",
+    "augment": "augment", "max_shift": "max_shift", "max_rotation": "max_rotation",
+    "max_zoom": "max_zoom", "weight_decay": "weight_decay", "warmup": "warmup_fraction",
+    "label_smoothing": "label_smoothing", "ema": "ema_decay",
 }
 
 
@@ -60,18 +65,21 @@ def register(subparsers) -> None:
                "  mnistlab train softmax --preset tutorial-v1\n"
                "  mnistlab train softmax --epochs 5 --batch-size 128 --optimizer sgd "
                "--learning-rate 0.5\n"
-               "  mnistlab train random-forest --trees 100 --out runs/forest100")
+               "  mnistlab train random-forest --trees 100 --out runs/forest100\n"
+               "  mnistlab train cnn --preset cnn-fast --out runs/cnn-fast\n"
+               "  mnistlab train mlp --width 256 --depth 3 --dropout 0.2 --schedule one-cycle")
     train.add_argument("model", nargs="?", default=None,
-                       help="random-forest or softmax (may be left out with --preset)")
+                       help="random-forest, softmax, mlp or cnn (may be left out with --preset)")
     train.add_argument("--preset", choices=None, default=None, metavar="NAME",
                        help=f"start from a named configuration: {', '.join(PRESETS)}")
-    group = train.add_argument_group("softmax options")
+    group = train.add_argument_group("softmax options (also mlp and cnn)")
     group.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="training steps")
     group.add_argument("--epochs", type=int, default=argparse.SUPPRESS, help="training epochs")
     group.add_argument("--batch-size", type=int, default=argparse.SUPPRESS)
     group.add_argument("--learning-rate", type=float, default=argparse.SUPPRESS)
     group.add_argument("--optimizer", default=argparse.SUPPRESS,
-                       help="adam, sgd, momentum, rmsprop or adagrad")
+                       help="softmax: adam, sgd, momentum, rmsprop or adagrad; "
+                            "mlp/cnn: adam, adamw or sgd (Nesterov momentum 0.9)")
     group.add_argument("--log-every", type=int, default=argparse.SUPPRESS, metavar="STEPS",
                        help="record loss and accuracy every STEPS steps (default 50)")
     group.add_argument("--shuffle-buffer", type=_shuffle_buffer, default=argparse.SUPPRESS,
@@ -79,7 +87,39 @@ def register(subparsers) -> None:
     group.add_argument("--init", default=argparse.SUPPRESS, help="normal (tutorial) or zeros")
     group.add_argument("--l2", type=float, default=argparse.SUPPRESS, help="L2 penalty on W")
     group.add_argument("--schedule", default=argparse.SUPPRESS,
-                       help="learning-rate schedule: constant or cosine")
+                       help="learning-rate schedule: constant or cosine (softmax also "
+                            "linear; mlp/cnn also one-cycle)")
+    group = train.add_argument_group("neural options (mlp and cnn)")
+    group.add_argument("--width", type=int, default=argparse.SUPPRESS,
+                       help="mlp: units per hidden layer; cnn: filters of the first block "
+                            "(doubled in each next block)")
+    group.add_argument("--depth", type=int, default=argparse.SUPPRESS,
+                       help="mlp: hidden layers; cnn: convolution blocks (each ends in a 2x2 "
+                            "max-pool)")
+    group.add_argument("--convs-per-block", type=int, default=argparse.SUPPRESS,
+                       help="cnn: 3x3 convolutions per block")
+    group.add_argument("--dense-units", type=int, default=argparse.SUPPRESS,
+                       help="cnn: units of the dense layer before the output (0: none)")
+    group.add_argument("--dropout", type=float, default=argparse.SUPPRESS, metavar="RATE")
+    group.add_argument("--batch-norm", action=argparse.BooleanOptionalAction,
+                       default=argparse.SUPPRESS, help="batch normalisation after each layer")
+    group.add_argument("--augment", action=argparse.BooleanOptionalAction,
+                       default=argparse.SUPPRESS,
+                       help="random shifts, rotations and zooms, seeded by --seed and the step")
+    group.add_argument("--max-shift", type=float, default=argparse.SUPPRESS, metavar="PIXELS",
+                       help="augmentation: largest shift (default 2)")
+    group.add_argument("--max-rotation", type=float, default=argparse.SUPPRESS,
+                       metavar="DEGREES", help="augmentation: largest rotation (default 10)")
+    group.add_argument("--max-zoom", type=float, default=argparse.SUPPRESS, metavar="FRACTION",
+                       help="augmentation: largest zoom in or out (default 0.1)")
+    group.add_argument("--weight-decay", type=float, default=argparse.SUPPRESS,
+                       help="decoupled weight decay (AdamW style) on the kernels")
+    group.add_argument("--warmup", type=float, default=argparse.SUPPRESS, metavar="FRACTION",
+                       help="fraction of the steps spent warming the learning rate up")
+    group.add_argument("--label-smoothing", type=float, default=argparse.SUPPRESS)
+    group.add_argument("--ema", type=float, default=argparse.SUPPRESS, metavar="DECAY",
+                       help="keep an exponential moving average of the weights with this decay "
+                            "(e.g. 0.999) and evaluate, predict and save with it")
     group = train.add_argument_group("random-forest options")
     group.add_argument("--trees", type=int, default=argparse.SUPPRESS, help="number of trees (50)")
     group.add_argument("--max-depth", type=int, default=argparse.SUPPRESS)
@@ -121,9 +161,16 @@ def register(subparsers) -> None:
         description="Train the tutorial's forest and its three softmax variants, then write "
                     "report.html, report.md and summary.json.",
         epilog="examples:\n  mnistlab reproduce --out runs/reproduction\n"
-               "  mnistlab reproduce --limit-train 5000 --limit-test 1000   # a quick look")
+               "  mnistlab reproduce --limit-train 5000 --limit-test 1000   # a quick look\n"
+               "  mnistlab reproduce --beyond --out runs/beyond   # add mlp, cnn-fast, cnn\n"
+               "  mnistlab reproduce --seeds 5                     # the spread over 5 seeds")
     reproduce.add_argument("--out", type=Path, default=None,
                            help="output directory (default runs/<time>-reproduce)")
+    reproduce.add_argument("--beyond", action="store_true",
+                           help="also train the neural presets mlp, cnn-fast and cnn")
+    reproduce.add_argument("--seeds", type=int, default=1, metavar="N",
+                           help="train every model with N seeds (from --seed on) and report the "
+                                "spread of test accuracy (default 1)")
     _add_data_options(reproduce)
     _add_run_options(reproduce)
     reproduce.set_defaults(func=run_reproduce)
@@ -233,16 +280,16 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     summary = reproduce(args.out, dataset_name=args.dataset, data_dir=args.data_dir,
                         seed=args.seed, limit_train=args.limit_train,
-                        limit_test=args.limit_test, overwrite=args.overwrite,
-                        progress=not args.quiet)
+                        limit_test=args.limit_test, beyond=args.beyond, num_seeds=args.seeds,
+                        overwrite=args.overwrite, progress=not args.quiet)
+    from mnistlab.report import report_table
+
+    header, *rows = report_table(summary["models"])
     table = Table(title=f"'MNIST using TensorFlow' reproduced on {summary['dataset']}")
-    for column in ("model", "test accuracy", "tutorial", "difference", "train s"):
+    for column in header:
         table.add_column(column, justify="left" if column == "model" else "right")
-    for item in summary["models"]:
-        table.add_row(item["name"], _format(item["test_accuracy"]),
-                      _format(item["tutorial_accuracy"]),
-                      "-" if item["difference"] is None else f"{item['difference']:+.4f}",
-                      _format(item["train_seconds"]))
+    for row in rows:
+        table.add_row(*row)
     console = Console()
     console.print(table)
     console.print(f"report: {Path(summary['out_dir']) / 'report.html'}")
