@@ -1,0 +1,56 @@
+"""`mnistlab ensemble`: average trained runs' probabilities into a run of its own."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+
+def register(subparsers) -> None:
+    """Add the ensemble command."""
+    parser = subparsers.add_parser(
+        "ensemble", help="average the probabilities of trained runs into a new run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Build an ensemble of completed runs: its prediction is the average of "
+                    "the members' class probabilities. It is evaluated on the members' test "
+                    "set and written as a run directory of model 'ensemble' (config, metrics, "
+                    "figures, an empty history), usable by evaluate and predict. The members' "
+                    "models are copied into it, so it survives their deletion.",
+        epilog="example:\n"
+               "  mnistlab ensemble runs/cnn-s0 runs/cnn-s1 runs/cnn-s2 --out runs/cnn-ensemble")
+    parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="completed runs trained on the same classes")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="run directory (default runs/<time>-ensemble)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where the members' dataset is")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_ensemble)
+
+
+def run_ensemble(args: argparse.Namespace) -> int:
+    """Check the members, evaluate their average, write the run."""
+    from mnistlab.config import make_config
+    from mnistlab.experiment import train_and_evaluate
+    from mnistlab.models.ensemble import check_member_runs
+    from mnistlab.runs import load_run
+
+    members = tuple(str(Path(path).resolve()) for path in args.run_dirs)
+    shared = check_member_runs(members)
+    config = make_config("ensemble", model_options={"members": members},
+                         dataset=shared["dataset"], limit_test=shared["limit_test"])
+    result = train_and_evaluate(config, args.out, data_dir=args.data_dir,
+                                overwrite=args.overwrite, progress=not args.quiet)
+    console = Console()
+    for path in args.run_dirs:
+        accuracy = load_run(path).metrics.get("test_accuracy")
+        console.print(f"  member {path}: test accuracy "
+                      + ("-" if accuracy is None else f"{accuracy:.4f}"))
+    console.print(f"[bold]ensemble of {len(members)}[/bold]: test accuracy "
+                  f"{result.metrics['test_accuracy']:.4f}, "
+                  f"test loss {result.metrics['test_loss']:.4f}")
+    console.print(f"run directory: {result.run_dir}")
+    return 0

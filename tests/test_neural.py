@@ -1,0 +1,281 @@
+"""Tests of the MLP and CNN, their loop, augmentation, storage and presets, on tiny data.
+
+Networks here are small (a few thousand parameters) and runs a few dozen steps, so each fit
+takes a second or two; fitted models are shared through module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mnistlab.cli import main
+from mnistlab.config import make_config
+from mnistlab.errors import ConfigError, TrainingDivergedError
+from mnistlab.experiment import train_and_evaluate
+from mnistlab.models import build_model
+from mnistlab.models._augment import augment_images
+from mnistlab.models.neural import CNN, MLP, WarmupCosine, smoothed_cross_entropy
+
+SMALL = {
+    MLP: {"width": 32, "depth": 2},
+    CNN: {"width": 4, "depth": 2, "convs_per_block": 1, "dense_units": 16},
+}
+LOOP = {"num_steps": 23, "batch_size": 16, "log_every": 5, "learning_rate": 0.003, "seed": 4}
+
+
+def make_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Learnable synthetic digits: each class lights its own band of rows, plus noise."""
+    rng = np.random.default_rng(seed)
+    labels = rng.permutation(np.arange(count) % 10).astype(np.uint8)
+    images = rng.integers(0, 60, size=(count, 28, 28)).astype(np.uint8)
+    for label in range(10):
+        images[labels == label, 2 * label + 4:2 * label + 7, 4:24] = 220
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def train_data():
+    return make_images(160, seed=1)
+
+
+@pytest.fixture(scope="module")
+def test_data():
+    return make_images(40, seed=2)
+
+
+def fit(model_class, train_data, test_data=None, calls=None, **settings):
+    callback = None if calls is None else (lambda *args: calls.append(args))
+    model = model_class(**{**SMALL[model_class], **LOOP, **settings})
+    return model.fit(*train_data, validation_data=test_data, callback=callback)
+
+
+@pytest.fixture(scope="module", params=[MLP, CNN], ids=["mlp", "cnn"])
+def fitted(request, train_data, test_data):
+    calls: list = []
+    model = fit(request.param, train_data, test_data, calls, batch_norm=True, dropout=0.1,
+                ema_decay=0.9, schedule="one-cycle", warmup_fraction=0.2,
+                weight_decay=1e-4, label_smoothing=0.1)
+    return model, calls
+
+
+# ------------------------------------------------------------------------------ presets
+# Parameter counts worked out by hand (weights + biases + 4 per batch-norm channel: scale,
+# offset, moving mean and variance; a layer followed by batch norm has no bias).
+PRESET_PARAMETERS = {
+    # 784*1024 + 1024 = 803,840; 1024*1024 + 1024 = 1,049,600; 1024*10 + 10 = 10,250.
+    "mlp": 803_840 + 1_049_600 + 10_250,
+    # conv 3*3*1*32 = 288 + BN 128; conv 3*3*32*64 = 18,432 + BN 256;
+    # 28 -> 14 -> 7: dense 7*7*64*10 + 10 = 31,370.
+    "cnn-fast": 288 + 128 + 18_432 + 256 + 31_370,
+    # block 1: 3*3*1*16 = 144 + 64, 3*3*16*16 = 2,304 + 64; block 2: 3*3*16*32 = 4,608 + 128,
+    # 3*3*32*32 = 9,216 + 128; dense 7*7*32*128 = 200,704 + BN 512; 128*10 + 10 = 1,290.
+    "cnn": 144 + 64 + 2_304 + 64 + 4_608 + 128 + 9_216 + 128 + 200_704 + 512 + 1_290,
+}
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_PARAMETERS))
+def test_preset_parameter_counts_and_output_shape(preset):
+    config = make_config(preset=preset)
+    model = build_model(config.model, dataclasses.asdict(config.model_config), seed=0)
+    assert model.count_parameters() == PRESET_PARAMETERS[preset]
+    network = model.build_network()
+    assert network(tf.zeros([3, 28, 28, 1])).shape == (3, 10)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESET_PARAMETERS))
+def test_every_preset_trains_end_to_end_on_tiny_data(preset, toy_dataset, tmp_path):
+    config = make_config(preset=preset, model_options={"num_steps": 3, "log_every": 2},
+                         validation_split=0.1)
+    result = train_and_evaluate(config, tmp_path / preset, dataset=toy_dataset, progress=False)
+    assert [record["step"] for record in result.history] == [2, 3]
+    assert {"val_loss", "val_accuracy"} <= set(result.history[0])
+    assert result.metrics["parameters"] == PRESET_PARAMETERS[preset]
+    assert (tmp_path / preset / "curves.png").is_file()
+
+
+# ------------------------------------------------------------------------------ contract
+def test_conformance(fitted, test_data):
+    model, _ = fitted
+    images, labels = test_data
+    probabilities = model.predict_proba(images)
+    assert probabilities.shape == (len(images), 10) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(model.predict(images), np.argmax(probabilities, axis=1))
+    np.testing.assert_array_equal(model.classes_, np.arange(10))
+    assert 0.0 <= model.score(images, labels) <= 1.0
+    assert model.predict_proba(images[:0]).shape == (0, 10)
+    # Flat (N, 784) input and more rows than one predict batch give the same answer.
+    np.testing.assert_array_equal(model.predict_proba(images.reshape(-1, 784)), probabilities)
+    many = np.concatenate([images] * 30)  # 1200 rows: two predict calls, the last padded
+    np.testing.assert_allclose(model.predict_proba(many)[-len(images):], probabilities,
+                               atol=1e-6)
+
+
+def test_records_and_callback(fitted):
+    model, calls = fitted
+    steps = [record["step"] for record in model.history_]
+    assert steps == [5, 10, 15, 20, 23]
+    for record in model.history_:
+        assert set(record) == {"step", "epoch", "train_loss", "train_accuracy", "val_loss",
+                               "val_accuracy"}
+        assert record["epoch"] == math.ceil(record["step"] * 16 / 160)
+        assert all(math.isfinite(value) for value in record.values())
+    assert [call[0] for call in calls] == steps
+    assert all(call[1] == 23 and call[2] is not None for call in calls)
+    assert model.num_steps_ == 23 and model.examples_seen_ == 23 * 16
+
+
+def test_learns_the_toy_digits(train_data, test_data):
+    model = fit(MLP, train_data, num_steps=60)
+    assert model.score(*test_data) >= 0.9
+
+
+@pytest.mark.parametrize("model_class", [MLP, CNN], ids=["mlp", "cnn"])
+def test_same_seed_same_run_and_other_seed_another(model_class, train_data, test_data):
+    settings = {"augment": True, "dropout": 0.2, "num_steps": 10}
+    first = fit(model_class, train_data, test_data, **settings)
+    again = fit(model_class, train_data, test_data, **settings)
+    other = fit(model_class, train_data, test_data, seed=5, **settings)
+    assert first.history_ == again.history_
+    np.testing.assert_array_equal(first.predict_proba(test_data[0]),
+                                  again.predict_proba(test_data[0]))
+    assert first.history_ != other.history_
+
+
+def test_save_and_load_predict_identically(fitted, test_data, tmp_path):
+    model, _ = fitted
+    model.save(tmp_path)
+    loaded = type(model).load(tmp_path)
+    np.testing.assert_array_equal(loaded.predict_proba(test_data[0]),
+                                  model.predict_proba(test_data[0]))
+    assert loaded.get_params() == model.get_params()
+    assert loaded.count_parameters() == model.count_parameters()
+
+
+def test_serving_module_matches_predict_proba(fitted, test_data):
+    model, _ = fitted
+    module = model.serving_module()  # `serve` holds its module weakly: keep it alive
+    served = module.serve(tf.constant(test_data[0]))["probabilities"]
+    np.testing.assert_allclose(served.numpy(), model.predict_proba(test_data[0]), atol=1e-6)
+
+
+def test_diverging_loss_names_the_step(train_data):
+    with pytest.raises(TrainingDivergedError, match=r"at step \d+"):
+        fit(MLP, train_data, optimizer="sgd", learning_rate=1e12, num_steps=20)
+
+
+@pytest.mark.parametrize("setting", [
+    {"dropout": 1.0}, {"label_smoothing": -0.1}, {"optimizer": "adagrad"},
+    {"schedule": "linear"}, {"width": 0}, {"num_steps": 5, "num_epochs": 2},
+    {"batch_norm": "yes"}, {"ema_decay": 1.0},
+])
+def test_bad_settings_are_config_errors(setting, train_data):
+    with pytest.raises(ConfigError):
+        fit(MLP, train_data, **setting)
+
+
+def test_bad_preset_override_is_a_config_error():
+    with pytest.raises(ConfigError, match="dropout"):
+        make_config(preset="cnn", model_options={"dropout": 1.5})
+
+
+# ------------------------------------------------------------------------------ the math
+def test_augmentation_is_seeded():
+    images = tf.random.stateless_uniform([4, 28, 28, 1], seed=[0, 1])
+    settings = {"max_shift": 2.0, "max_rotation": 10.0, "max_zoom": 0.1}
+    first = augment_images(images, tf.constant([7, 3]), **settings)
+    again = augment_images(images, tf.constant([7, 3]), **settings)
+    other = augment_images(images, tf.constant([7, 4]), **settings)
+    np.testing.assert_array_equal(first.numpy(), again.numpy())
+    assert not np.array_equal(first.numpy(), other.numpy())
+    assert first.shape == images.shape
+
+
+def test_augmentation_with_zero_amplitudes_is_the_identity_and_a_shift_moves_pixels():
+    images = np.zeros([1, 28, 28, 1], np.float32)
+    images[0, 10, 12, 0] = 1.0
+    same = augment_images(tf.constant(images), tf.constant([1, 2]), max_shift=0.0,
+                          max_rotation=0.0, max_zoom=0.0)
+    np.testing.assert_allclose(same.numpy(), images, atol=1e-6)
+    moved = augment_images(tf.constant(images), tf.constant([1, 2]), max_shift=3.0,
+                           max_rotation=0.0, max_zoom=0.0).numpy()
+    assert moved.sum() == pytest.approx(1.0, abs=1e-5)  # bilinear weights of a shifted pixel
+    assert moved[0, 10, 12, 0] < 1.0
+
+
+def test_label_smoothing_matches_numpy():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 10)).astype(np.float32)
+    labels = np.array([0, 3, 9, 3, 1], np.int32)
+    log_p = logits - logits.max(axis=1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(axis=1, keepdims=True))
+    target = 0.9 * np.eye(10)[labels] + 0.1 / 10
+    expected = -(target * log_p).sum(axis=1)
+    np.testing.assert_allclose(smoothed_cross_entropy(labels, logits, 0.1).numpy(), expected,
+                               rtol=1e-5)
+
+
+def test_one_cycle_schedule_shape():
+    schedule = WarmupCosine(0.01, total_steps=100, warmup_steps=20, start_fraction=0.04,
+                            end_fraction=1e-4)
+    values = [float(schedule(step)) for step in (0, 10, 20, 60, 100)]
+    assert values[0] == pytest.approx(0.0004)
+    assert values[1] == pytest.approx((0.0004 + 0.01) / 2)
+    assert values[2] == pytest.approx(0.01)
+    assert values[3] == pytest.approx((0.01 + 1e-6) / 2)
+    assert values[4] == pytest.approx(1e-6)
+
+
+# ------------------------------------------------------------------------------ CLI
+def test_cli_trains_a_cnn_with_neural_flags(toy_dataset_dir, tmp_path, capsys):
+    out = tmp_path / "cnn"
+    code = main(["train", "cnn", "--dataset", str(toy_dataset_dir), "--width", "4",
+                 "--depth", "1", "--dense-units", "0", "--batch-norm", "--augment", "--ema",
+                 "0.9", "--steps", "6", "--log-every", "3", "--schedule", "cosine",
+                 "--warmup", "0.3", "--label-smoothing", "0.1", "--weight-decay", "1e-4",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert main(["evaluate", str(out)]) == 0
+    assert "same as at training time" in capsys.readouterr().out
+
+
+def test_cli_rejects_a_neural_flag_for_the_forest(toy_dataset_dir, tmp_path, capsys):
+    code = main(["train", "random-forest", "--dataset", str(toy_dataset_dir), "--dropout",
+                 "0.1", "--out", str(tmp_path / "f"), "--quiet"])
+    assert code != 0
+    assert "dropout" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ real data
+@pytest.mark.realdata
+def test_cnn_fast_accuracy_floor_on_real_mnist(mnist_dir):
+    from mnistlab.data import load_dataset
+
+    dataset = load_dataset("mnist", data_dir=mnist_dir, progress=False)
+    # 800 steps (about 35 s): batch norm's moving statistics (Keras' momentum 0.99, variance
+    # starting at 1) need several hundred steps before inference mode is meaningful.
+    config = make_config(preset="cnn-fast", model_options={"num_steps": 800})
+    model = build_model("cnn", dataclasses.asdict(config.model_config), seed=0)
+    model.fit(dataset.train_images[:10000], dataset.train_labels[:10000])
+    assert model.score(dataset.test_images[:2000], dataset.test_labels[:2000]) >= 0.95
+
+
+@pytest.mark.parametrize("output_format", ["savedmodel", "tflite", "onnx"])
+def test_a_cnn_run_exports_and_matches(output_format, toy_dataset, tmp_path):
+    if output_format == "onnx":
+        pytest.importorskip("tf2onnx")
+    from mnistlab.export import check_export, export_run
+
+    config = make_config("cnn", model_options={"width": 4, "depth": 1, "dense_units": 8,
+                                               "batch_norm": True, "num_steps": 3})
+    run_dir = train_and_evaluate(config, tmp_path / "run", dataset=toy_dataset,
+                                 progress=False).run_dir
+    out = export_run(run_dir, output_format, tmp_path / f"exported.{output_format}")
+    result = check_export(run_dir, out, output_format, toy_dataset.test_images)
+    assert result.passed, result
