@@ -185,6 +185,6 @@ def test_reproduce_with_seeds_reports_the_spread(toy_dataset, tmp_path, monkeypa
     assert seeds["mean"] == pytest.approx(np.mean(accuracies))
     assert seeds["std"] == pytest.approx(np.std(accuracies, ddof=1))
     assert seeds["at_or_above_tutorial"] == sum(a >= 0.9685 for a in accuracies)
-    assert "over seeds" in (out / "report.md").read_text()
+    assert "mean ± sd over seeds" in (out / "report.md").read_text()
     with pytest.raises(ConfigError, match="number of seeds"):
         reproduce(tmp_path / "other", presets=("tutorial-rf",), num_seeds=0, progress=False)

@@ -94,9 +94,9 @@ class ReportRow:
 def report_table(summaries: Sequence[dict]) -> list[list[str]]:
     """The report's table as rows of cells, the header first."""
     with_seeds = any("seeds" in item for item in summaries)
-    header = ["model", "test accuracy", "tutorial", "difference", "train s", "parameters"]
+    header = ["model", "test acc", "tutorial", "diff", "train s", "params"]
     if with_seeds:
-        header.append("over seeds: mean ± sd (min-max), at or above tutorial")
+        header += ["mean ± sd over seeds", "range", ">= tutorial"]
     rows = [header]
     for item in summaries:
         row = [item["name"], _decimal(item["test_accuracy"]), _decimal(item["tutorial_accuracy"]),
@@ -104,11 +104,13 @@ def report_table(summaries: Sequence[dict]) -> list[list[str]]:
                f"{item['train_seconds']:.2f}", str(item["parameters"])]
         if with_seeds:
             seeds = item.get("seeds")
-            row.append("" if seeds is None else
-                       f"{seeds['mean']:.4f} ± {seeds['std']:.4f} ({seeds['min']:.4f}-"
-                       f"{seeds['max']:.4f}), " + (
-                           "-" if seeds["at_or_above_tutorial"] is None else
-                           f"{seeds['at_or_above_tutorial']} of {len(seeds['seeds'])}"))
+            if seeds is None:
+                row += ["", "", ""]
+            else:
+                above = seeds["at_or_above_tutorial"]
+                row += [f"{seeds['mean']:.4f} ± {seeds['std']:.4f}",
+                        f"{seeds['min']:.4f}-{seeds['max']:.4f}",
+                        "" if above is None else f"{above} of {len(seeds['seeds'])}"]
         rows.append(row)
     return rows
 
