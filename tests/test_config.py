@@ -61,9 +61,11 @@ def test_config_round_trips_through_a_dict():
 
 
 def test_softmax_choices_match_the_model():
-    from mnistlab.config import SOFTMAX_CHOICES
-    from mnistlab.models import softmax
+    from mnistlab.config import NEURAL_CHOICES, SOFTMAX_CHOICES
+    from mnistlab.models import neural, softmax
 
+    assert set(NEURAL_CHOICES["optimizer"]) == set(neural.OPTIMIZERS)
+    assert set(NEURAL_CHOICES["schedule"]) == set(neural.SCHEDULES)
     assert set(SOFTMAX_CHOICES["optimizer"]) == set(softmax.OPTIMIZERS)
     assert set(SOFTMAX_CHOICES["init"]) == set(softmax.INITIALIZERS)
     assert set(SOFTMAX_CHOICES["schedule"]) == set(softmax.SCHEDULES)
@@ -78,6 +80,13 @@ def test_softmax_choices_match_the_model():
 def test_softmax_choices_checked_before_training(options, message):
     with pytest.raises(ConfigError, match=message):
         make_config("softmax", model_options=options)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"optimizer": "adagrad"}, "unknown optimizer"), ({"schedule": "step"}, "unknown schedule")])
+def test_neural_choices_checked_before_training(options, message):
+    with pytest.raises(ConfigError, match=message):
+        make_config("cnn", model_options=options)
 
 
 def test_full_shuffle_may_be_spelled_zero():

@@ -40,6 +40,12 @@ SOFTMAX_CHOICES: dict[str, tuple[str, ...]] = {
     "schedule": ("constant", "cosine", "linear"),
 }
 
+# The same for the neural models (builders in models/neural.py).
+NEURAL_CHOICES: dict[str, tuple[str, ...]] = {
+    "optimizer": ("adam", "adamw", "sgd"),
+    "schedule": ("constant", "cosine", "one-cycle"),
+}
+
 
 @dataclass(frozen=True)
 class ForestConfig:
@@ -246,6 +252,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         if not (math.isfinite(options.l2) and options.l2 >= 0):
             raise ConfigError(f"l2 must be a number >= 0, got {options.l2!r}")
     if isinstance(options, (MLPConfig, CNNConfig)):
+        for name, choices in NEURAL_CHOICES.items():
+            if getattr(options, name) not in choices:
+                raise ConfigError(f"unknown {name} {getattr(options, name)!r} "
+                                  f"(known: {', '.join(choices)})")
         for name in ("width", "depth", "batch_size", "num_steps", "num_epochs", "log_every"):
             _check_positive_int(name, getattr(options, name))
         if (options.num_steps is None) == (options.num_epochs is None):
