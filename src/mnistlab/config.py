@@ -57,10 +57,10 @@ class ForestConfig:
 
 
 @dataclass(frozen=True)
-class MLPConfig:
-    """Options of the multilayer perceptron (see `MLP` and `NeuralClassifier`)."""
+class NeuralConfig:
+    """Options shared by the neural models (see `NeuralClassifier`)."""
 
-    width: int = 512
+    width: int = 32
     depth: int = 2
     dropout: float = 0.0
     batch_norm: bool = False
@@ -82,30 +82,18 @@ class MLPConfig:
 
 
 @dataclass(frozen=True)
-class CNNConfig:
-    """Options of the convolutional network (see `CNN` and `NeuralClassifier`)."""
+class MLPConfig(NeuralConfig):
+    """Options of the multilayer perceptron (see `MLP`): `width` units per hidden layer."""
 
-    width: int = 32
-    depth: int = 2
+    width: int = 512
+
+
+@dataclass(frozen=True)
+class CNNConfig(NeuralConfig):
+    """Options of the convolutional network (see `CNN`): `width` filters in the first block."""
+
     convs_per_block: int = 2
     dense_units: int = 128
-    dropout: float = 0.0
-    batch_norm: bool = False
-    augment: bool = False
-    max_shift: float = 2.0
-    max_rotation: float = 10.0
-    max_zoom: float = 0.1
-    optimizer: str = "adamw"
-    learning_rate: float = 0.001
-    weight_decay: float = 0.0
-    schedule: str = "constant"
-    warmup_fraction: float = 0.0
-    label_smoothing: float = 0.0
-    ema_decay: float = 0.0
-    batch_size: int = 128
-    num_steps: int | None = None
-    num_epochs: int | None = 10
-    log_every: int = 50
 
 
 @dataclass(frozen=True)
@@ -251,7 +239,7 @@ def validate(config: TrainConfig) -> TrainConfig:
                 f"learning_rate must be a positive number, got {options.learning_rate!r}")
         if not (math.isfinite(options.l2) and options.l2 >= 0):
             raise ConfigError(f"l2 must be a number >= 0, got {options.l2!r}")
-    if isinstance(options, (MLPConfig, CNNConfig)):
+    if isinstance(options, NeuralConfig):
         for name, choices in NEURAL_CHOICES.items():
             if getattr(options, name) not in choices:
                 raise ConfigError(f"unknown {name} {getattr(options, name)!r} "
