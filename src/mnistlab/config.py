@@ -204,6 +204,22 @@ def _check_positive_int(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
 
 
+def _check_choices(options: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    for name, known in choices.items():
+        if getattr(options, name) not in known:
+            raise ConfigError(f"unknown {name} {getattr(options, name)!r} "
+                              f"(known: {', '.join(known)})")
+
+
+def _check_length_and_rate(options: Any) -> None:
+    """Exactly one of steps and epochs; a finite positive learning rate."""
+    if (options.num_steps is None) == (options.num_epochs is None):
+        raise ConfigError("give exactly one of num_steps (--steps) and num_epochs (--epochs)")
+    if not (isinstance(options.learning_rate, (int, float))
+            and math.isfinite(options.learning_rate) and options.learning_rate > 0):
+        raise ConfigError(f"learning_rate must be a positive number, got {options.learning_rate!r}")
+
+
 def validate(config: TrainConfig) -> TrainConfig:
     """Check a configuration's values; raise `ConfigError` naming the first bad one."""
     if config.model not in MODEL_CONFIGS:
@@ -227,31 +243,15 @@ def validate(config: TrainConfig) -> TrainConfig:
                 or options.shuffle_buffer < 0):
             raise ConfigError(f"shuffle_buffer must be a whole number >= 0 (0: a full shuffle), "
                               f"got {options.shuffle_buffer!r}")
-        for name, choices in SOFTMAX_CHOICES.items():
-            if getattr(options, name) not in choices:
-                raise ConfigError(f"unknown {name} {getattr(options, name)!r} "
-                                  f"(known: {', '.join(choices)})")
-        if (options.num_steps is None) == (options.num_epochs is None):
-            raise ConfigError("give exactly one of num_steps (--steps) and num_epochs (--epochs)")
-        if not (isinstance(options.learning_rate, (int, float))
-                and math.isfinite(options.learning_rate) and options.learning_rate > 0):
-            raise ConfigError(
-                f"learning_rate must be a positive number, got {options.learning_rate!r}")
+        _check_choices(options, SOFTMAX_CHOICES)
+        _check_length_and_rate(options)
         if not (math.isfinite(options.l2) and options.l2 >= 0):
             raise ConfigError(f"l2 must be a number >= 0, got {options.l2!r}")
     if isinstance(options, NeuralConfig):
-        for name, choices in NEURAL_CHOICES.items():
-            if getattr(options, name) not in choices:
-                raise ConfigError(f"unknown {name} {getattr(options, name)!r} "
-                                  f"(known: {', '.join(choices)})")
+        _check_choices(options, NEURAL_CHOICES)
         for name in ("width", "depth", "batch_size", "num_steps", "num_epochs", "log_every"):
             _check_positive_int(name, getattr(options, name))
-        if (options.num_steps is None) == (options.num_epochs is None):
-            raise ConfigError("give exactly one of num_steps (--steps) and num_epochs (--epochs)")
-        if not (isinstance(options.learning_rate, (int, float))
-                and math.isfinite(options.learning_rate) and options.learning_rate > 0):
-            raise ConfigError(
-                f"learning_rate must be a positive number, got {options.learning_rate!r}")
+        _check_length_and_rate(options)
         for name in ("dropout", "label_smoothing", "ema_decay", "warmup_fraction", "max_zoom"):
             value = getattr(options, name)
             if not (isinstance(value, (int, float)) and 0.0 <= value < 1.0):
