@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import time
 
 import numpy as np
 import pytest
@@ -127,11 +126,12 @@ def test_read_idx_bytes_returns_decompressed_content(tmp_path):
     assert bytes(read_idx_bytes(tmp_path / "a")) == data
 
 
-def test_reading_60000_raw_training_images_takes_well_under_a_second(tmp_path):
+def test_reading_60000_raw_training_images_is_one_buffer_view(tmp_path):
+    # Speed is measured by hand and in benchmarks, not asserted here; what the test pins is
+    # the shape of the implementation: one frombuffer over the file, no copy per image.
     images = np.random.default_rng(0).integers(0, 256, size=(60_000, 28, 28), dtype=np.uint8)
     path = write_idx(tmp_path / "train-images-idx3-ubyte", images)
-    start = time.perf_counter()
     loaded = read_idx(path)
-    elapsed = time.perf_counter() - start
-    assert loaded.shape == (60_000, 28, 28)
-    assert elapsed < 0.5, f"reading took {elapsed:.3f} s"
+    assert loaded.shape == (60_000, 28, 28) and loaded.dtype == np.uint8
+    np.testing.assert_array_equal(loaded, images)
+    assert loaded.base is not None  # a view on the file's bytes
