@@ -8,7 +8,6 @@ its own directory, so a saved ensemble survives its member runs being deleted.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,9 +18,9 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from mnistlab.errors import ConfigError, RunError
+from mnistlab.models._saved import read_model_document, write_model_document
 
 ENSEMBLE_FILE = "ensemble.json"
-FORMAT_VERSION = 1
 
 
 def check_member_runs(members: Sequence[str | Path]) -> dict:
@@ -173,9 +172,8 @@ class EnsembleModel(BaseEstimator):
             entries.append({"directory": member_dir.name,
                             "model": class_to_name[type(model).__name__],
                             "source": str(self.members[index]) if self.members else None})
-        document = {"model": "ensemble", "format_version": FORMAT_VERSION,
-                    "members": entries, "classes": np.asarray(self.classes_).tolist()}
-        (directory / ENSEMBLE_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        write_model_document(directory / ENSEMBLE_FILE, "ensemble", members=entries,
+                             classes=np.asarray(self.classes_).tolist())
 
     @classmethod
     def load(cls, directory: str | Path) -> EnsembleModel:
@@ -183,13 +181,7 @@ class EnsembleModel(BaseEstimator):
         from mnistlab.models import get_model_class
 
         directory = Path(directory)
-        try:
-            document = json.loads((directory / ENSEMBLE_FILE).read_text())
-        except (OSError, ValueError) as error:
-            raise RunError(f"cannot read {directory / ENSEMBLE_FILE}: {error}") from error
-        if document.get("model") != "ensemble" or document.get("format_version") != FORMAT_VERSION:
-            raise RunError(f"{directory / ENSEMBLE_FILE} is not a saved ensemble of format "
-                           f"{FORMAT_VERSION}")
+        document = read_model_document(directory / ENSEMBLE_FILE, "ensemble")
         entries = document["members"]
         models = [get_model_class(entry["model"]).load(directory / entry["directory"])
                   for entry in entries]

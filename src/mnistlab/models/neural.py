@@ -22,7 +22,6 @@ forward pass saw it: before the step's update, with dropout and augmentation, as
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from sklearn.exceptions import NotFittedError
 from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
 from mnistlab.models._augment import augment_images
 from mnistlab.models._batching import repeated_batches
+from mnistlab.models._saved import read_model_document, write_model_document
 from mnistlab.models.softmax import (
     _as_labels,
     _check_choice,
@@ -51,7 +51,6 @@ IMAGE_SHAPE = (28, 28)
 DEFAULT_NUM_EPOCHS = 10
 PARAMS_FILE = "params.json"
 WEIGHTS_FILE = "network.weights.h5"
-FORMAT_VERSION = 1
 # Images per call of the compiled predict function: large enough to keep oneDNN busy, small
 # enough that a CNN's activations stay in the tens of megabytes.
 PREDICT_BATCH = 1000
@@ -496,24 +495,16 @@ class NeuralClassifier(BaseEstimator):
         if any(directory.iterdir()):
             raise RunError(f"cannot save the model: {directory} is not empty")
         self.network_.save_weights(str(directory / WEIGHTS_FILE))
-        document = {"model": self.model_name, "format_version": FORMAT_VERSION,
-                    "params": self.get_params(),
-                    "fitted": {"num_steps_": self.num_steps_,
-                               "examples_seen_": self.examples_seen_}}
-        (directory / PARAMS_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        write_model_document(directory / PARAMS_FILE, self.model_name,
+                             params=self.get_params(),
+                             fitted={"num_steps_": self.num_steps_,
+                                     "examples_seen_": self.examples_seen_})
 
     @classmethod
     def load(cls, directory: str | Path) -> NeuralClassifier:
         """Load a model written by `save`; it predicts exactly as the saved one did."""
         directory = Path(directory)
-        try:
-            document = json.loads((directory / PARAMS_FILE).read_text())
-        except (OSError, ValueError) as error:
-            raise RunError(f"cannot read {directory / PARAMS_FILE}: {error}") from error
-        if (document.get("model") != cls.model_name
-                or document.get("format_version") != FORMAT_VERSION):
-            raise RunError(f"{directory / PARAMS_FILE} is not a saved {cls.model_name} model "
-                           f"of format {FORMAT_VERSION}")
+        document = read_model_document(directory / PARAMS_FILE, cls.model_name)
         try:
             model = cls(**document["params"])
         except TypeError as error:

@@ -16,7 +16,6 @@ chunks: to hand the records to a callback and to stop on a diverged loss.
 
 from __future__ import annotations
 
-import json
 import math
 import numbers
 from collections.abc import Callable
@@ -31,13 +30,13 @@ from sklearn.exceptions import NotFittedError
 
 from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
 from mnistlab.models._batching import epoch_batches, repeated_batches
+from mnistlab.models._saved import read_model_document, write_model_document
 
 NUM_FEATURES = 28 * 28
 NUM_CLASSES = 10
 DEFAULT_NUM_EPOCHS = 10
 PARAMS_FILE = "params.json"
 CHECKPOINT_PREFIX = "weights"
-FORMAT_VERSION = 1
 # Rows per call when predicting, to bound the memory of the float copy of the images.
 PREDICT_BATCH_ROWS = 16384
 
@@ -530,23 +529,15 @@ class SoftmaxRegression(BaseEstimator):
             raise RunError(f"cannot save the model: {directory} is not empty")
         tf.train.Checkpoint(W=self._weights, b=self._bias).write(
             str(directory / CHECKPOINT_PREFIX))
-        document = {"model": "softmax", "format_version": FORMAT_VERSION,
-                    "params": self.get_params(),
-                    "fitted": {"num_steps_": self.num_steps_,
-                               "examples_seen_": self.examples_seen_}}
-        (directory / PARAMS_FILE).write_text(json.dumps(document, indent=2) + "\n")
+        write_model_document(directory / PARAMS_FILE, "softmax", params=self.get_params(),
+                             fitted={"num_steps_": self.num_steps_,
+                                     "examples_seen_": self.examples_seen_})
 
     @classmethod
     def load(cls, directory: str | Path) -> SoftmaxRegression:
         """Load a model written by `save`; it predicts exactly as the saved one did."""
         directory = Path(directory)
-        try:
-            document = json.loads((directory / PARAMS_FILE).read_text())
-        except (OSError, ValueError) as error:
-            raise RunError(f"cannot read {directory / PARAMS_FILE}: {error}") from error
-        if document.get("model") != "softmax" or document.get("format_version") != FORMAT_VERSION:
-            raise RunError(f"{directory / PARAMS_FILE} is not a saved softmax model "
-                           f"of format {FORMAT_VERSION}")
+        document = read_model_document(directory / PARAMS_FILE, "softmax")
         try:
             model = cls(**document["params"])
         except TypeError as error:

@@ -1,0 +1,32 @@
+"""The small JSON document every saved model keeps beside its weights: which model, which
+format version, its settings; written atomically, and checked before anything is loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mnistlab.errors import RunError
+from mnistlab.fileio import write_text_atomic
+
+FORMAT_VERSION = 1
+
+
+def write_model_document(path: Path, model_name: str, **content) -> None:
+    """Write `{"model", "format_version", **content}` as JSON to `path`."""
+    document = {"model": model_name, "format_version": FORMAT_VERSION, **content}
+    write_text_atomic(Path(path), json.dumps(document, indent=2) + "\n")
+
+
+def read_model_document(path: Path, model_name: str) -> dict:
+    """Read a document written by `write_model_document` for `model_name`; `RunError` if it
+    is missing, broken, or belongs to another model or format version."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunError(f"cannot read {path}: {error}") from error
+    if (not isinstance(document, dict) or document.get("model") != model_name
+            or document.get("format_version") != FORMAT_VERSION):
+        raise RunError(f"{path} is not a saved {model_name} model of format {FORMAT_VERSION}")
+    return document
