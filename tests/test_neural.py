@@ -12,6 +12,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from shapes import make_images
 
 from mnistlab.cli import main
 from mnistlab.config import make_config
@@ -26,16 +27,6 @@ SMALL = {
     CNN: {"width": 4, "depth": 2, "convs_per_block": 1, "dense_units": 16},
 }
 LOOP = {"num_steps": 23, "batch_size": 16, "log_every": 5, "learning_rate": 0.003, "seed": 4}
-
-
-def make_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable synthetic digits: each class lights its own band of rows, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(count) % 10).astype(np.uint8)
-    images = rng.integers(0, 60, size=(count, 28, 28)).astype(np.uint8)
-    for label in range(10):
-        images[labels == label, 2 * label + 4:2 * label + 7, 4:24] = 220
-    return images, labels
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
+from shapes import make_images
 
 from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
 from mnistlab.models._batching import (
@@ -21,16 +22,6 @@ from mnistlab.models._batching import (
 from mnistlab.models.softmax import SoftmaxRegression, batch_loss
 
 NUM_TRAIN = 200
-
-
-def make_images(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learnable synthetic digits: each class lights its own band of rows, plus noise."""
-    rng = np.random.default_rng(seed)
-    labels = rng.permutation(np.arange(count) % 10).astype(np.uint8)
-    images = rng.integers(0, 60, size=(count, 28, 28)).astype(np.uint8)
-    for label in range(10):
-        images[labels == label, 2 * label + 4:2 * label + 7, 4:24] = 220
-    return images, labels
 
 
 @pytest.fixture(scope="module")

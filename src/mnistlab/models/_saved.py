@@ -12,6 +12,17 @@ from mnistlab.fileio import write_text_atomic
 FORMAT_VERSION = 1
 
 
+def empty_save_directory(directory: str | Path) -> Path:
+    """`directory` as a Path, checked to be an existing, empty directory to save a model in;
+    `RunError` otherwise."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RunError(f"cannot save the model: {directory} is not a directory")
+    if any(directory.iterdir()):
+        raise RunError(f"cannot save the model: {directory} is not empty")
+    return directory
+
+
 def write_model_document(path: Path, model_name: str, **content) -> None:
     """Write `{"model", "format_version", **content}` as JSON to `path`."""
     document = {"model": model_name, "format_version": FORMAT_VERSION, **content}

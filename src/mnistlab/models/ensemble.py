@@ -18,7 +18,8 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
 from mnistlab.errors import ConfigError, RunError
-from mnistlab.models._saved import read_model_document, write_model_document
+from mnistlab.models._saved import (empty_save_directory, read_model_document,
+                                    write_model_document)
 
 ENSEMBLE_FILE = "ensemble.json"
 
@@ -154,11 +155,7 @@ class EnsembleModel(BaseEstimator):
         from mnistlab.models import MODEL_CLASSES
 
         self._check_fitted()
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise RunError(f"cannot save the model: {directory} is not a directory")
-        if any(directory.iterdir()):
-            raise RunError(f"cannot save the model: {directory} is not empty")
+        directory = empty_save_directory(directory)
         class_to_name = {path.split(":")[1]: name for name, path in MODEL_CLASSES.items()}
         entries = []
         for index, model in enumerate(self.models_):

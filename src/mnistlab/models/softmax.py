@@ -30,7 +30,8 @@ from sklearn.exceptions import NotFittedError
 
 from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
 from mnistlab.models._batching import epoch_batches, repeated_batches
-from mnistlab.models._saved import read_model_document, write_model_document
+from mnistlab.models._saved import (empty_save_directory, read_model_document,
+                                    write_model_document)
 
 NUM_FEATURES = 28 * 28
 NUM_CLASSES = 10
@@ -522,11 +523,7 @@ class SoftmaxRegression(BaseEstimator):
     def save(self, directory: str | Path) -> None:
         """Write a TensorFlow checkpoint of W and b and `params.json` into an empty directory."""
         self._check_fitted()
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise RunError(f"cannot save the model: {directory} is not a directory")
-        if any(directory.iterdir()):
-            raise RunError(f"cannot save the model: {directory} is not empty")
+        directory = empty_save_directory(directory)
         tf.train.Checkpoint(W=self._weights, b=self._bias).write(
             str(directory / CHECKPOINT_PREFIX))
         write_model_document(directory / PARAMS_FILE, "softmax", params=self.get_params(),
