@@ -163,7 +163,7 @@ def test_diverging_loss_names_the_step(train_data):
 @pytest.mark.parametrize("setting", [
     {"dropout": 1.0}, {"label_smoothing": -0.1}, {"optimizer": "adagrad"},
     {"schedule": "linear"}, {"width": 0}, {"num_steps": 5, "num_epochs": 2},
-    {"batch_norm": "yes"}, {"ema_decay": 1.0},
+    {"batch_norm": "yes"}, {"ema_decay": 1.0}, {"seed": -1}, {"batch_size": 0},
 ])
 def test_bad_settings_are_config_errors(setting, train_data):
     with pytest.raises(ConfigError):

@@ -42,6 +42,7 @@ from mnistlab.models._saved import (empty_save_directory, read_model_document,
 from mnistlab.models.softmax import (
     _as_labels,
     _check_choice,
+    _check_loop_settings,
     _check_number,
     _check_positive_whole,
     _is_whole,
@@ -205,15 +206,7 @@ class NeuralClassifier(BaseEstimator):
         """Raise `ConfigError` naming the first bad setting."""
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_positive_whole("batch_size", self.batch_size)
-        _check_positive_whole("log_every", self.log_every)
-        if self.num_steps is not None and self.num_epochs is not None:
-            raise ConfigError(f"give num_steps or num_epochs, not both (got num_steps="
-                              f"{self.num_steps!r}, num_epochs={self.num_epochs!r})")
-        if self.num_steps is not None:
-            _check_positive_whole("num_steps", self.num_steps)
-        if self.num_epochs is not None:
-            _check_positive_whole("num_epochs", self.num_epochs)
+        _check_loop_settings(self)
         _check_number("learning_rate", self.learning_rate, allow_zero=False)
         _check_number("weight_decay", self.weight_decay, allow_zero=True)
         _check_fraction("warmup_fraction", self.warmup_fraction)
@@ -226,8 +219,6 @@ class NeuralClassifier(BaseEstimator):
         _check_number("max_shift", self.max_shift, allow_zero=True)
         _check_number("max_rotation", self.max_rotation, allow_zero=True)
         _check_fraction("max_zoom", self.max_zoom)
-        if not _is_whole(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
         self._validate_architecture()
 
     def _validate_architecture(self) -> None:

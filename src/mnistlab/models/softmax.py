@@ -181,6 +181,22 @@ def _check_choice(name: str, value: Any, choices: dict) -> None:
         raise ConfigError(f"unknown {name} {value!r} (known: {', '.join(choices)})")
 
 
+def _check_loop_settings(model: Any) -> None:
+    """The settings every hand-written loop shares: batch size, record interval, a length in
+    steps or in epochs (not both), and the seed."""
+    _check_positive_whole("batch_size", model.batch_size)
+    _check_positive_whole("log_every", model.log_every)
+    if model.num_steps is not None and model.num_epochs is not None:
+        raise ConfigError(f"give num_steps or num_epochs, not both (got num_steps="
+                          f"{model.num_steps!r}, num_epochs={model.num_epochs!r})")
+    if model.num_steps is not None:
+        _check_positive_whole("num_steps", model.num_steps)
+    if model.num_epochs is not None:
+        _check_positive_whole("num_epochs", model.num_epochs)
+    if not _is_whole(model.seed) or model.seed < 0:
+        raise ConfigError(f"seed must be a whole number >= 0, got {model.seed!r}")
+
+
 class SoftmaxRegression(BaseEstimator):
     """Softmax (multinomial logistic) regression on pixels, trained with a GradientTape loop.
 
@@ -235,15 +251,7 @@ class SoftmaxRegression(BaseEstimator):
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("init", self.init, INITIALIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_positive_whole("batch_size", self.batch_size)
-        _check_positive_whole("log_every", self.log_every)
-        if self.num_steps is not None and self.num_epochs is not None:
-            raise ConfigError(f"give num_steps or num_epochs, not both (got num_steps="
-                              f"{self.num_steps!r}, num_epochs={self.num_epochs!r})")
-        if self.num_steps is not None:
-            _check_positive_whole("num_steps", self.num_steps)
-        if self.num_epochs is not None:
-            _check_positive_whole("num_epochs", self.num_epochs)
+        _check_loop_settings(self)
         if not isinstance(self.repeat, bool):
             raise ConfigError(f"repeat must be True or False, got {self.repeat!r}")
         if self.shuffle_buffer is not None and (not _is_whole(self.shuffle_buffer)
@@ -252,8 +260,6 @@ class SoftmaxRegression(BaseEstimator):
                               f"got {self.shuffle_buffer!r}")
         _check_number("learning_rate", self.learning_rate, allow_zero=False)
         _check_number("l2", self.l2, allow_zero=True)
-        if not _is_whole(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed must be a whole number >= 0, got {self.seed!r}")
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "_weights"):
