@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import math
+import os
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mnistlab.data import read_idx, write_idx
+from mnistlab.data import idx, read_idx, write_idx
 from mnistlab.data.idx import encode_idx, parse_idx, read_idx_bytes
 from mnistlab.errors import IdxFormatError
 
@@ -135,3 +137,121 @@ def test_reading_60000_raw_training_images_is_one_buffer_view(tmp_path):
     assert loaded.shape == (60_000, 28, 28) and loaded.dtype == np.uint8
     np.testing.assert_array_equal(loaded, images)
     assert loaded.base is not None  # a view on the file's bytes
+
+
+# --- bounded reading: the header decides what may be allocated --------------------------------
+
+
+def test_a_sparse_file_declaring_100_gib_fails_before_anything_is_read(tmp_path):
+    path = tmp_path / "huge"
+    path.write_bytes(header(0x08, 102400, 1024, 1024))
+    os.truncate(path, 16 + (100 << 30))  # a hole: no disk space used
+    with pytest.raises(IdxFormatError, match=r"\(107374182400 bytes\), more than the 4294967296 bytes") as raised:
+        read_idx(path)
+    assert "MAX_IDX_BYTES" in str(raised.value)
+
+
+def test_the_declared_size_is_checked_against_the_raw_file_before_allocating(tmp_path, monkeypatch):
+    path = tmp_path / "images"
+    path.write_bytes(header(0x08, 60000, 28, 28))
+    os.truncate(path, 100 << 30)
+    allocations = []
+    monkeypatch.setattr(idx, "_allocate", lambda *args: allocations.append(args))
+    with pytest.raises(IdxFormatError, match=r"107327142384 trailing bytes after .*\(60000, 28, 28\)"):
+        read_idx(path)
+    assert allocations == []
+
+
+def test_a_gzip_file_cannot_declare_more_than_deflate_can_inflate(tmp_path):
+    path = tmp_path / "small.gz"
+    path.write_bytes(gzip.compress(header(0x08, 1000, 1000, 1000) + bytes(10)))
+    size = path.stat().st_size
+    with pytest.raises(IdxFormatError, match=f"truncated data: .*but a {size}-byte gzip file inflates to at most "
+                                             f"{1032 * size} bytes"):
+        read_idx(path)
+
+
+def test_the_size_limit_is_a_module_constant(tmp_path, monkeypatch):
+    path = write_idx(tmp_path / "a.gz", np.zeros((4, 4), np.uint8))
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", 15)
+    with pytest.raises(IdxFormatError, match=r"shape \(4, 4\) \(16 bytes\), more than the 15 bytes"):
+        read_idx(path)
+    monkeypatch.setattr(idx, "MAX_IDX_BYTES", 16)
+    assert read_idx(path).shape == (4, 4)
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 5, 1 << 20])
+def test_a_gzip_bomb_stops_soon_after_the_declared_size(tmp_path, monkeypatch, chunk_bytes):
+    monkeypatch.setattr(idx, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(idx, "_TRAILING_COUNT_LIMIT", 4096)  # 1 MiB by default
+    path = tmp_path / "bomb.gz"
+    # 64 MiB of zeros after a header declaring 6 bytes, as 64 gzip members of 1 MiB each.
+    member = gzip.compress(bytes(1 << 20), mtime=0)
+    path.write_bytes(gzip.compress(header(0x08, 3, 2) + bytes(6), mtime=0) + member * 64)
+    inflated = []
+    original_read = idx._GzipStream.read
+
+    def read(self, size):
+        inflated.append(len(chunk := original_read(self, size)))
+        return chunk
+
+    monkeypatch.setattr(idx._GzipStream, "read", read)
+    with pytest.raises(IdxFormatError, match=r"more than 4096 trailing bytes after .*shape \(3, 2\), 6 bytes"):
+        read_idx(path)
+    assert sum(inflated) == 12 + 6 + 4096 + 1  # header, data, the trailing bytes counted; not 64 MiB
+
+
+def test_concatenated_gzip_members_and_zero_padding_read_as_one_file(tmp_path):
+    data = encode_idx(np.arange(24, dtype=np.uint8).reshape(2, 3, 4))
+    path = tmp_path / "members.gz"
+    path.write_bytes(gzip.compress(data[:5]) + bytes(3) + gzip.compress(data[5:]) + bytes(100))
+    np.testing.assert_array_equal(read_idx(path), np.arange(24).reshape(2, 3, 4))
+
+
+def test_garbage_or_too_much_padding_after_gzip_data_is_refused(tmp_path):
+    data = gzip.compress(encode_idx(np.zeros(4, np.uint8)))
+    path = tmp_path / "a.gz"
+    path.write_bytes(data + b"garbage")
+    with pytest.raises(IdxFormatError, match="corrupt gzip data"):
+        read_idx(path)
+    path.write_bytes(data)
+    os.truncate(path, len(data) + (2 << 20))
+    with pytest.raises(IdxFormatError, match="more than 1048576 zero bytes after the compressed data"):
+        read_idx(path)
+
+
+def test_a_gzip_checksum_error_is_caught(tmp_path):
+    data = bytearray(gzip.compress(encode_idx(np.zeros(100, np.uint8))))
+    data[-8] ^= 0xFF  # the CRC-32 of the trailer
+    path = tmp_path / "a.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(IdxFormatError, match="corrupt gzip data .*incorrect data check"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("shape", [(1,) * 65, (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["65-dims", "zero-size"])
+def test_shapes_numpy_cannot_hold_are_a_format_error(shape):
+    with pytest.raises(IdxFormatError, match="NumPy cannot represent shape"):
+        parse_idx(header(0x08, *shape) + bytes(math.prod(shape)))
+
+
+def test_a_failed_allocation_is_a_one_line_error(tmp_path, monkeypatch):
+    path = write_idx(tmp_path / "a", np.zeros(10, np.uint8))
+
+    def refuse(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(idx.np, "empty", refuse)
+    with pytest.raises(IdxFormatError, match=r"cannot allocate 18 bytes for the shape \(10,\)"):
+        read_idx(path)
+
+
+def test_reading_a_directory_or_an_unreadable_path_is_a_format_error(tmp_path):
+    with pytest.raises(IdxFormatError, match="cannot read: Is a directory"):
+        read_idx(tmp_path)
+
+
+def test_header_only_is_read_when_the_header_is_bad(tmp_path):
+    # /dev/zero never ends: only the 4 + 4 * 0 header bytes may be read from it.
+    with pytest.raises(IdxFormatError, match="unknown IDX type code 0x00"):
+        read_idx("/dev/zero")
