@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
+import os
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnistlab.cli import main
-from mnistlab.data import DATASETS, FILE_NAMES, cache_root
+from mnistlab.data import DATASETS, FILE_NAMES, cache_root, write_idx
 
 
 @pytest.fixture
@@ -32,7 +36,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def assert_one_line_error(err: str, *fragments: str) -> None:
     assert "Traceback" not in err
-    assert err.startswith("mnistlab: error: ") and err.count("\n") == 1
+    assert err.startswith("mnistlab: error: ") and err.count("\n") == 1, err
     for fragment in fragments:
         assert fragment in err
 
@@ -136,3 +140,48 @@ def test_real_mnist_commands_with_data_dir(capsys, mnist_dir):
     code, out, _ = run(capsys, "data", "info", "mnist", "--data-dir", str(mnist_dir), "--quiet")
     assert code == 0
     assert "60000 / 10000" in out and "5923" in out and "1135" in out
+
+
+def _damage(directory: Path, kind: str) -> Path:
+    """Damage one file of a tiny dataset directory in one of several hostile ways; returns it."""
+    images = directory / "train-images-idx3-ubyte"
+    header = bytes([0, 0, 8, 3]) + np.asarray([200, 28, 28], dtype=">u4").tobytes()
+    if kind == "sparse-100GiB":
+        images.write_bytes(header)
+        os.truncate(images, 100 << 30)
+    elif kind == "sparse-zeros":
+        images.write_bytes(b"")
+        os.truncate(images, 100 << 30)
+    elif kind == "gzip-bomb":
+        images.unlink()
+        images = directory / "train-images-idx3-ubyte.gz"
+        member = gzip.compress(bytes(1 << 20), mtime=0)
+        images.write_bytes(gzip.compress(header + bytes(200 * 784), mtime=0) + member * 64)
+    elif kind == "truncated":
+        images.write_bytes(images.read_bytes()[:-1])
+    elif kind == "wrong-magic":
+        images.write_bytes(b"\x1f\x00" + images.read_bytes()[2:])
+    elif kind == "other-test-shape":
+        images = directory / "t10k-images-idx3-ubyte"
+        write_idx(images, np.zeros((50, 20, 20), np.uint8))
+    elif kind == "zero-size-images":
+        write_idx(images, np.zeros((200, 0, 0), np.uint8))
+    return images
+
+
+DAMAGE = ["sparse-100GiB", "sparse-zeros", "gzip-bomb", "truncated", "wrong-magic", "other-test-shape",
+          "zero-size-images"]
+
+
+@pytest.mark.parametrize("kind", DAMAGE)
+def test_damaged_files_are_one_line_errors_from_every_command(capsys, tiny_dataset_dir, monkeypatch, kind):
+    checksums = {name: hashlib.sha256((tiny_dataset_dir / name).read_bytes()).hexdigest() for name in FILE_NAMES}
+    spec = dataclasses.replace(DATASETS["mnist"], name="tiny", mirrors=(), npm_package=None, sha256=checksums)
+    monkeypatch.setitem(DATASETS, "tiny", spec)
+    damaged = _damage(tiny_dataset_dir, kind)
+    directory = str(tiny_dataset_dir)
+    for argv in (["data", "verify", "tiny", "--data-dir", directory], ["data", "info", "tiny", "--data-dir", directory],
+                 ["data", "verify", directory], ["data", "info", directory], ["data", "fetch", directory]):
+        code, _, err = run(capsys, *argv)
+        assert code != 0, argv
+        assert_one_line_error(err, str(damaged))

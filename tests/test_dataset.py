@@ -92,6 +92,61 @@ def test_files_of_the_wrong_kind_are_named(tiny_dataset_dir, name, array, messag
         load_dataset(tiny_dataset_dir)
 
 
+@pytest.mark.parametrize("test_shape", [(20, 20), (14, 56)], ids=["20x20", "14x56-same-pixel-count"])
+def test_test_images_of_another_shape_are_refused_naming_both_shapes(tiny_dataset_dir, test_shape):
+    path = tiny_dataset_dir / "t10k-images-idx3-ubyte"
+    write_idx(path, np.zeros((50, *test_shape), np.uint8))
+    rows, columns = test_shape
+    with pytest.raises(DataError) as raised:
+        load_dataset(tiny_dataset_dir)
+    message = str(raised.value)
+    assert message == (
+        f"{path}: the test images are {rows}x{columns} but the training images in train-images-idx3-ubyte "
+        "are 28x28; both splits need one image shape"
+    )
+    with pytest.raises(DataError, match=f"test images are {rows}x{columns} but the training images"):
+        fetch_dataset(tiny_dataset_dir)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "message"),
+    [
+        ("train-images-idx3-ubyte", (200, 0, 0), "the images are 0x0 pixels; each side needs at least one"),
+        ("t10k-images-idx3-ubyte", (50, 28, 0), "the images are 28x0 pixels; each side needs at least one"),
+        ("t10k-images-idx3-ubyte", (0, 28, 28), "holds no images"),
+    ],
+    ids=["0x0", "28x0", "no-images"],
+)
+def test_zero_size_images_or_splits_are_refused(tiny_dataset_dir, name, shape, message):
+    write_idx(tiny_dataset_dir / name, np.zeros(shape, np.uint8))
+    if shape[0] == 0:
+        write_idx(tiny_dataset_dir / name.replace("images-idx3", "labels-idx1"), np.zeros(0, np.uint8))
+    with pytest.raises(DataError, match=f"^{tiny_dataset_dir / name}: {message}$"):
+        load_dataset(tiny_dataset_dir)
+
+
+def test_a_folder_holding_another_registered_dataset_is_named_as_such(tiny_dataset_dir, monkeypatch):
+    checksums = {check.name: check.actual for check in verify_dataset(tiny_dataset_dir).files}
+    monkeypatch.setitem(DATASETS, "tiny-a", dataclasses.replace(DATASETS["mnist"], name="tiny-a", sha256=checksums))
+    expected = f"{tiny_dataset_dir} holds tiny-a, not fashion-mnist: train-images-idx3-ubyte has the checksum of " \
+               "tiny-a's train-images-idx3-ubyte"
+    with pytest.raises(DataError) as raised:
+        load_dataset("fashion-mnist", data_dir=tiny_dataset_dir)
+    assert str(raised.value) == expected
+    verification = verify_dataset("fashion-mnist", data_dir=tiny_dataset_dir)
+    assert not verification.ok and verification.files[0].problem == expected
+
+
+def test_a_misnamed_file_of_the_right_dataset_is_named_as_such(tiny_dataset_dir, monkeypatch):
+    checksums = {check.name: check.actual for check in verify_dataset(tiny_dataset_dir).files}
+    monkeypatch.setitem(DATASETS, "tiny", dataclasses.replace(DATASETS["mnist"], name="tiny", sha256=checksums))
+    train, test = tiny_dataset_dir / "train-labels-idx1-ubyte", tiny_dataset_dir / "t10k-labels-idx1-ubyte"
+    train.write_bytes(test.read_bytes())
+    with pytest.raises(DataError, match=f"^{train}: this is tiny's t10k-labels-idx1-ubyte, not its "
+                                        "train-labels-idx1-ubyte \\(misnamed file\\)$"):
+        load_dataset("tiny", data_dir=tiny_dataset_dir)
+
+
 def test_a_malformed_file_in_a_dataset_is_named(tiny_dataset_dir):
     path = tiny_dataset_dir / "train-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes() + b"\x00")
@@ -140,6 +195,13 @@ def test_real_mnist_through_data_dir(mnist_dir):
     assert (info.train_class_counts, info.test_class_counts) == (MNIST_TRAIN_COUNTS, MNIST_TEST_COUNTS)
     assert info.train_pixel_mean / 255 == pytest.approx(0.1307, abs=1e-4)
     assert info.train_pixel_std / 255 == pytest.approx(0.3081, abs=1e-4)
+
+
+@pytest.mark.realdata
+def test_real_mnist_asked_for_as_fashion_mnist_is_named(mnist_dir, monkeypatch):
+    monkeypatch.setenv("MNISTLAB_DATA_DIR", str(mnist_dir))
+    with pytest.raises(DataError, match=f"^{mnist_dir} holds mnist, not fashion-mnist: "):
+        load_dataset("fashion-mnist")
 
 
 @pytest.mark.realdata

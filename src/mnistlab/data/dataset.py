@@ -142,12 +142,15 @@ def fetch_dataset(
     """Make sure a verified copy is present (downloading into the cache if needed); return where.
 
     Unlike `load_dataset` this only hashes the files, it does not build arrays. A custom
-    dataset directory is read in full to validate its format.
+    dataset directory is read in full to validate its format. Partial files that interrupted
+    fetches left in the cache are removed (see `sources.remove_stale_partials`).
     """
     spec = _registered(name_or_path)
     if spec is None:
         dataset = load_dataset(name_or_path, data_dir, progress)
         return Location(dataset.directory, "directory")
+    # Leftovers of interrupted fetches go even when the cached copy is complete.
+    sources.remove_stale_partials(sources.cache_dir(spec.name))
 
     def check(location: Location) -> Location:
         for file_check in sources.check_files(location.directory, spec):
@@ -235,8 +238,9 @@ def read_dataset(directory: str | os.PathLike, spec: DatasetSpec | None = None, 
     """Read and validate the four files in `directory`, each read, hashed and parsed once.
 
     With a `spec`, every file must match its registered checksum. Validation: images are
-    3-D and labels 1-D unsigned bytes, image and label counts agree, and labels lie in the
-    class range (a custom dataset's classes are 0 .. the largest label, named "0", "1", ...).
+    3-D and labels 1-D unsigned bytes, image and label counts agree, both splits hold images
+    of one shape with no zero-size side, and labels lie in the class range (a custom
+    dataset's classes are 0 .. the largest label, named "0", "1", ...).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -249,10 +253,11 @@ def read_dataset(directory: str | os.PathLike, spec: DatasetSpec | None = None, 
         data = read_idx_bytes(path)
         checksums[name] = hashlib.sha256(data).hexdigest()
         if spec is not None and checksums[name] != spec.sha256[name]:
-            raise DataError(sources.mismatch_message(path, checksums[name], spec.sha256[name]))
+            raise DataError(sources.mismatch_message(path, name, checksums[name], spec))
         arrays[name], paths[name] = parse_idx(data, str(path)), path
     for images_name, labels_name in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         _check_split(arrays[images_name], paths[images_name], arrays[labels_name], paths[labels_name])
+    _check_image_shapes(arrays[TRAIN_IMAGES], paths[TRAIN_IMAGES], arrays[TEST_IMAGES], paths[TEST_IMAGES])
     if spec is not None:
         class_names = spec.class_names
     else:
@@ -352,6 +357,30 @@ def _check_split(images: np.ndarray, images_path: Path, labels: np.ndarray, labe
         raise IdxFormatError(
             f"{images_path} holds {len(images)} images but {labels_path} holds {len(labels)} labels"
         )
+
+
+def _check_image_shapes(train: np.ndarray, train_path: Path, test: np.ndarray, test_path: Path) -> None:
+    """Both splits hold images, of one shape, with no zero-size side.
+
+    Models are built for the training images' shape; test images of another shape would
+    crash them or be silently reshaped (14x56 has as many pixels as 28x28).
+    """
+    for images, path in ((train, train_path), (test, test_path)):
+        if 0 in images.shape[1:]:
+            raise DataError(
+                f"{path}: the images are {_size_text(images.shape[1:])} pixels; each side needs at least one"
+            )
+        if len(images) == 0:
+            raise DataError(f"{path}: holds no images")
+    if train.shape[1:] != test.shape[1:]:
+        raise DataError(
+            f"{test_path}: the test images are {_size_text(test.shape[1:])} but the training images in "
+            f"{train_path.name} are {_size_text(train.shape[1:])}; both splits need one image shape"
+        )
+
+
+def _size_text(shape: tuple[int, ...]) -> str:
+    return "x".join(str(side) for side in shape)
 
 
 def _check_label_range(labels: np.ndarray, path: Path, num_classes: int) -> None:

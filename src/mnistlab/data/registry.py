@@ -88,6 +88,19 @@ FASHION_MNIST = DatasetSpec(
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in (MNIST, FASHION_MNIST)}
 
 
+def find_registered_file(sha256: str) -> tuple[DatasetSpec, str] | None:
+    """Return the registered dataset and file name whose checksum is `sha256`, or None.
+
+    Used to tell a damaged file from the right file of another dataset (MNIST where
+    Fashion-MNIST was asked for) or a misnamed file of the same dataset.
+    """
+    for spec in DATASETS.values():
+        for file_name, checksum in spec.sha256.items():
+            if checksum == sha256:
+                return spec, file_name
+    return None
+
+
 def get_spec(name: str) -> DatasetSpec:
     """Return the registered dataset called `name`, or raise DataError listing the known ones."""
     try:

