@@ -142,3 +142,38 @@ def test_a_finger_draws_too(browser, server_url):
         assert preview_ink(page) > 0
     finally:
         context.close()
+
+
+def test_on_a_phone_the_cards_fill_the_width_and_keep_their_headings(browser, server_url):
+    """390 px wide (an iPhone 12 to 15): no sideways scrolling, one column of cards of equal
+    width, the prediction right under the pad with its heading, and a favicon."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True,
+                                  is_mobile=True, device_scale_factor=3)
+    page = context.new_page()
+    try:
+        page.goto(server_url)
+        page.wait_for_selector("body[data-ready=true]", timeout=10_000)
+        layout = page.evaluate("""() => ({
+            scrollWidth: document.documentElement.scrollWidth,
+            innerWidth: window.innerWidth,
+            cards: [...document.querySelectorAll("main > section")].map((card) => {
+                const box = card.getBoundingClientRect();
+                return {id: card.id, left: box.left, right: box.right, top: box.top,
+                        width: box.width};
+            }),
+            headings: [...document.querySelectorAll("main h2")].map((heading) => ({
+                text: heading.textContent, visible: heading.getBoundingClientRect().height > 0,
+            })),
+            icon: document.querySelector("link[rel=icon]").href,
+        })""")
+        assert layout["scrollWidth"] <= layout["innerWidth"] == 390
+        widths = [card["width"] for card in layout["cards"]]
+        assert max(widths) - min(widths) < 1 and min(widths) > 300
+        assert all(card["left"] >= 0 and card["right"] <= 390 for card in layout["cards"])
+        order = [card["id"] for card in sorted(layout["cards"], key=lambda card: card["top"])]
+        assert order[1] == "prediction-section"
+        assert {heading["text"] for heading in layout["headings"] if heading["visible"]} == {
+            "Your drawing", "What the model sees", "Prediction"}
+        assert page.request.get(layout["icon"]).headers["content-type"] == "image/svg+xml"
+    finally:
+        context.close()

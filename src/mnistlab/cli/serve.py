@@ -27,7 +27,7 @@ def register(subparsers) -> None:
                     "images to /api/predict (see docs/api.md). Stop with Ctrl-C.",
         epilog="examples:\n"
                "  mnistlab serve runs/forest100\n"
-               "  mnistlab serve runs/forest100 --port 8080\n"
+               "  mnistlab serve runs/forest100 --port 8080 --access-log\n"
                "  curl -s --data-binary @digit.png -H 'Content-Type: image/png' "
                "http://127.0.0.1:8000/api/predict")
     serve.add_argument("run_dir", type=Path, metavar="RUN_DIR",
@@ -37,26 +37,32 @@ def register(subparsers) -> None:
                             "0.0.0.0 opens it to the network, without any authentication)")
     serve.add_argument("--port", type=_port, default=8000,
                        help="port to listen on (default 8000; 0 picks a free one)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log one line per request to stderr (default: only errors)")
     serve.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """`mnistlab serve`: load the model, print the address, serve until Ctrl-C."""
+    """`mnistlab serve`: bind the port, load the model, print the address, serve until Ctrl-C."""
     from mnistlab.serve import make_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    server = make_server(args.run_dir, host=args.host, port=args.port)
+    # uvicorn's start and stop messages repeat what is printed here; its warnings stay.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    server = make_server(args.run_dir, host=args.host, port=args.port,
+                         access_log=args.access_log)
     predictor = server.predictor
     print(f"serving {predictor.run_dir} ({predictor.model_name}) at {server.url}", flush=True)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"note: listening on {args.host}; anyone who can reach this machine can use it",
               flush=True)
-    print("press Ctrl-C to stop", flush=True)
+    print(f"API documentation at {server.url}docs; press Ctrl-C to stop", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        print("stopped", flush=True)
+        pass  # uvicorn stopped gracefully on Ctrl-C, then passed the interrupt on
     finally:
         server.server_close()
+    print("stopped", flush=True)
     return 0
