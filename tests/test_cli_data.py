@@ -18,8 +18,13 @@ from mnistlab.data import DATASETS, FILE_NAMES, cache_root, write_idx
 @pytest.fixture
 def tiny_in_cache(tiny_dataset_dir, monkeypatch):
     """Register the tiny dataset as "tiny" (no mirrors, no npm) and put a copy in the cache."""
-    checksums = {name: hashlib.sha256((tiny_dataset_dir / name).read_bytes()).hexdigest() for name in FILE_NAMES}
-    spec = dataclasses.replace(DATASETS["mnist"], name="tiny", mirrors=(), npm_package=None, sha256=checksums)
+    checksums = {
+        name: hashlib.sha256((tiny_dataset_dir / name).read_bytes()).hexdigest()
+        for name in FILE_NAMES
+    }
+    spec = dataclasses.replace(
+        DATASETS["mnist"], name="tiny", mirrors=(), npm_package=None, sha256=checksums
+    )
     monkeypatch.setitem(DATASETS, "tiny", spec)
     cache = cache_root() / "tiny"
     cache.mkdir(parents=True)
@@ -87,7 +92,9 @@ def test_fetch_with_no_source_left_is_an_error_without_traceback(capsys, tiny_in
     assert code == 2
     assert "Traceback" not in err
     # The one multi-line error: what was tried, the checksums, how to place the files.
-    assert err.startswith("mnistlab: error: no verified copy of tiny could be found or fetched. Tried:")
+    assert err.startswith(
+        "mnistlab: error: no verified copy of tiny could be found or fetched. Tried:"
+    )
     assert "t10k-images-idx3-ubyte[.gz]  sha256 of the decompressed bytes:" in err
 
 
@@ -111,10 +118,19 @@ def test_verify_and_fetch_of_a_custom_directory(capsys, tiny_dataset_dir):
     ("argv", "fragments"),
     [
         (["data", "info", "digits"], ["unknown dataset 'digits'"]),
-        (["data", "list", "--data-dir", "/nonexistent/dir"], ["data directory /nonexistent/dir does not"]),
+        (
+            ["data", "list", "--data-dir", "/nonexistent/dir"],
+            ["data directory /nonexistent/dir does not"],
+        ),
         (["data", "verify", "mnist"], ["no copy of mnist is present"]),
-        (["data", "fetch", "mnist", "--data-dir", "/nonexistent/dir"], ["data directory /nonexistent/dir does not"]),
-        (["data", "info", "mnist", "--data-dir", "TINY"], ["train-images-idx3-ubyte: checksum mismatch"]),
+        (
+            ["data", "fetch", "mnist", "--data-dir", "/nonexistent/dir"],
+            ["data directory /nonexistent/dir does not"],
+        ),
+        (
+            ["data", "info", "mnist", "--data-dir", "TINY"],
+            ["train-images-idx3-ubyte: checksum mismatch"],
+        ),
     ],
 )
 def test_errors_are_one_line(capsys, tiny_dataset_dir, argv, fragments):
@@ -169,19 +185,29 @@ def _damage(directory: Path, kind: str) -> Path:
     return images
 
 
-DAMAGE = ["sparse-100GiB", "sparse-zeros", "gzip-bomb", "truncated", "wrong-magic", "other-test-shape",
-          "zero-size-images"]
+DAMAGE = ["sparse-100GiB", "sparse-zeros", "gzip-bomb", "truncated", "wrong-magic",
+          "other-test-shape", "zero-size-images"]
 
 
 @pytest.mark.parametrize("kind", DAMAGE)
-def test_damaged_files_are_one_line_errors_from_every_command(capsys, tiny_dataset_dir, monkeypatch, kind):
-    checksums = {name: hashlib.sha256((tiny_dataset_dir / name).read_bytes()).hexdigest() for name in FILE_NAMES}
-    spec = dataclasses.replace(DATASETS["mnist"], name="tiny", mirrors=(), npm_package=None, sha256=checksums)
+def test_damaged_files_are_one_line_errors_from_every_command(
+    capsys, tiny_dataset_dir, monkeypatch, kind
+):
+    checksums = {
+        name: hashlib.sha256((tiny_dataset_dir / name).read_bytes()).hexdigest()
+        for name in FILE_NAMES
+    }
+    spec = dataclasses.replace(
+        DATASETS["mnist"], name="tiny", mirrors=(), npm_package=None, sha256=checksums
+    )
     monkeypatch.setitem(DATASETS, "tiny", spec)
     damaged = _damage(tiny_dataset_dir, kind)
     directory = str(tiny_dataset_dir)
-    for argv in (["data", "verify", "tiny", "--data-dir", directory], ["data", "info", "tiny", "--data-dir", directory],
-                 ["data", "verify", directory], ["data", "info", directory], ["data", "fetch", directory]):
+    for argv in (
+        ["data", "verify", "tiny", "--data-dir", directory],
+        ["data", "info", "tiny", "--data-dir", directory],
+        ["data", "verify", directory], ["data", "info", directory], ["data", "fetch", directory],
+    ):
         code, _, err = run(capsys, *argv)
         assert code != 0, argv
         assert_one_line_error(err, str(damaged))

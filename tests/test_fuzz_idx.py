@@ -27,7 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mnistlab.data import idx
-from mnistlab.data.idx import IDX_TYPES, MAX_IDX_BYTES, content_sha256, parse_idx, read_idx, read_idx_bytes
+from mnistlab.data.idx import (
+    IDX_TYPES,
+    MAX_IDX_BYTES,
+    content_sha256,
+    parse_idx,
+    read_idx,
+    read_idx_bytes,
+)
 from mnistlab.errors import DataError, IdxFormatError
 
 ADDRESS_SPACE_LIMIT = 1 << 30  # for the child process; it needs about 200 MiB
@@ -62,7 +69,9 @@ def peak_rss_bytes() -> int:
 
 # Dimension sizes: mostly small, one in eight from the large end (2**32 - 1 is the largest).
 SIZES = st.integers(0, 7).flatmap(
-    lambda pick: st.sampled_from([1000, 65536, 2**31, 2**32 - 1]) if pick == 0 else st.integers(0, 6)
+    lambda pick: (
+        st.sampled_from([1000, 65536, 2**31, 2**32 - 1]) if pick == 0 else st.integers(0, 6)
+    )
 )
 VALID_ENCODINGS = ("raw", "gzip", "gzip-two-members", "gzip-zero-padded")
 DAMAGED_ENCODINGS = ("gzip-truncated", "gzip-trailing-garbage", "gzip-flipped-byte")
@@ -77,7 +86,9 @@ def mostly(valid, damaged: st.SearchStrategy) -> st.SearchStrategy:
 def idx_contents(draw) -> bytes:
     """The decompressed bytes of an IDX file, often damaged: magic, type, dims, sizes, body."""
     magic = draw(mostly(b"\0\0", st.binary(min_size=2, max_size=2)))
-    type_code = draw(st.one_of(st.sampled_from(sorted(IDX_TYPES)), mostly(0x08, st.integers(0, 255))))
+    type_code = draw(
+        st.one_of(st.sampled_from(sorted(IDX_TYPES)), mostly(0x08, st.integers(0, 255)))
+    )
     ndim = draw(st.one_of(st.integers(1, 4), mostly(3, st.integers(0, 255))))
     shape = draw(st.lists(SIZES, min_size=ndim, max_size=ndim))
     header = magic + bytes([type_code, ndim]) + np.asarray(shape, dtype=">u4").tobytes()
@@ -165,7 +176,9 @@ class FuzzTally:
         self.errors: dict[str, int] = {}
 
     def error(self, error: Exception) -> None:
-        kind = next((kind for fragment, kind in ERROR_KINDS.items() if fragment in str(error)), "other")
+        kind = next(
+            (kind for fragment, kind in ERROR_KINDS.items() if fragment in str(error)), "other"
+        )
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
@@ -195,7 +208,9 @@ def fuzz_idx_files(directory: str) -> None:
             return
         # Read: the file was valid (a damaged gzip may still inflate correctly, e.g. a flipped
         # bit in the header's timestamp), and the array is exactly the declared one.
-        assert expected is not None, f"accepted invalid data as {array.shape} {array.dtype} ({encoding})"
+        assert expected is not None, (
+            f"accepted invalid data as {array.shape} {array.dtype} ({encoding})"
+        )
         assert array.shape == expected.shape and array.dtype == expected.dtype
         np.testing.assert_array_equal(array, expected)
         assert len(read_idx_bytes(path)) == len(data)
@@ -250,8 +265,12 @@ def make_hostile_files(directory: Path) -> dict[str, Path]:
         "raw-declares-100GiB": (declares_100_gib + bytes(10), None),
         "gzip-declares-100GiB": (gzip.compress(declares_100_gib + bytes(10)), None),
         "gzip-bomb-1GiB-declares-784KB": (gzip_bomb(header(0x08, 1000, 28, 28), GIB), None),
-        "gzip-bomb-1GiB-declares-1GiB": (gzip_bomb(header(0x08, 1024, 1024, 1024), GIB + (2 << 20)), None),
-        "gzip-bomb-10MB-declares-fewer": (gzip.compress(header(0x08, 1000, 100) + bytes(10_000_000)), None),
+        "gzip-bomb-1GiB-declares-1GiB": (
+            gzip_bomb(header(0x08, 1024, 1024, 1024), GIB + (2 << 20)), None
+        ),
+        "gzip-bomb-10MB-declares-fewer": (
+            gzip.compress(header(0x08, 1000, 100) + bytes(10_000_000)), None
+        ),
         "gzip-then-2GiB-zero-padding": (gzip.compress(header(0x08, 2, 2) + bytes(4)), 2 * GIB),
     }
     paths = {}
@@ -296,8 +315,13 @@ def read_hostile_files(directory: str) -> None:
 
 def test_mnistlab_data_imports_neither_tensorflow_nor_keras():
     # What makes the child's 1 GiB address space enough (TensorFlow alone reserves more).
-    code = "import sys, mnistlab.data; print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
-    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    code = (
+        "import sys, mnistlab.data; "
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert "numpy" in imported.split()
     assert not {"tensorflow", "keras", "sklearn", "matplotlib"} & set(imported.split())
 
@@ -307,7 +331,8 @@ def test_generated_files_read_as_declared_or_raise_idx_format_error(tmp_path):
     assert child.returncode == 0, child.stdout + child.stderr
     tally = json.loads(child.stdout.splitlines()[-1])
     assert tally["cases"] >= FUZZ_EXAMPLES
-    assert tally["read"] > 0 and len(tally["errors"]) >= 5  # both outcomes, and many kinds of damage
+    # Both outcomes, and many kinds of damage.
+    assert tally["read"] > 0 and len(tally["errors"]) >= 5
     assert "other" not in tally["errors"], tally
 
 
@@ -319,7 +344,9 @@ def test_hostile_files_fail_fast_in_one_line_within_a_memory_bound(tmp_path):
     assert [result["case"] for result in results] == list(HOSTILE_EXPECTATIONS)
     for result in results:
         assert "error" in result, result
-        assert "\n" not in result["error"] and HOSTILE_EXPECTATIONS[result["case"]] in result["error"], result
+        assert (
+            "\n" not in result["error"] and HOSTILE_EXPECTATIONS[result["case"]] in result["error"]
+        ), result
         assert result["seconds"] < 2.0, result
     # The bombs and the 100 GiB files cost at most a few MiB above the interpreter's own memory:
     # the bomb declaring 784 KB fills that much, the one declaring 1 GiB cannot be allocated.

@@ -26,7 +26,9 @@ def header(type_code: int, *shape: int) -> bytes:
 @settings(max_examples=60, deadline=None)
 @given(
     array=st.sampled_from(IDX_DTYPES).flatmap(
-        lambda dtype: hnp.arrays(dtype, hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5))
+        lambda dtype: hnp.arrays(
+            dtype, hnp.array_shapes(min_dims=1, max_dims=4, min_side=0, max_side=5)
+        )
     ),
     compress=st.booleans(),
 )
@@ -69,7 +71,9 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):
 
 def test_loaded_arrays_are_writable(tmp_path):
     for compress in (False, True):
-        path = write_idx(tmp_path / f"a{compress}", np.zeros((2, 2), dtype=np.uint8), compress=compress)
+        path = write_idx(
+            tmp_path / f"a{compress}", np.zeros((2, 2), dtype=np.uint8), compress=compress
+        )
         assert read_idx(path).flags.writeable
 
 
@@ -88,13 +92,16 @@ def test_write_rejects_types_idx_cannot_store(tmp_path):
         (b"\x00\x00\x0a\x01" + b"\x00\x00\x00\x01" + b"\x05", "unknown IDX type code 0x0A"),
         (b"\x00\x00\x08\x00", "zero dimensions"),
         (b"\x00\x00\x08\x03" + b"\x00\x00\x00\x02", "truncated header"),
-        (header(0x08, 3, 2) + bytes(5), r"truncated data: the header declares shape \(3, 2\) \(6 bytes\) but only 5"),
+        (
+            header(0x08, 3, 2) + bytes(5),
+            r"truncated data: the header declares shape \(3, 2\) \(6 bytes\) but only 5",
+        ),
         (header(0x0C, 2) + bytes(7), "truncated data"),
         (header(0x08, 3, 2) + bytes(7), r"1 trailing bytes .*shape \(3, 2\)"),
         (header(0x0C, 2**32 - 1, 2**32 - 1, 2**32 - 1) + bytes(4), "truncated data"),
     ],
-    ids=["short", "magic", "type-code", "no-dimensions", "short-sizes", "truncated", "truncated-int",
-         "trailing", "huge-sizes"],
+    ids=["short", "magic", "type-code", "no-dimensions", "short-sizes", "truncated",
+         "truncated-int", "trailing", "huge-sizes"],
 )
 def test_malformed_files_raise_one_clear_error_naming_the_file(tmp_path, data, message):
     for compress in (False, True):
@@ -146,18 +153,24 @@ def test_a_sparse_file_declaring_100_gib_fails_before_anything_is_read(tmp_path)
     path = tmp_path / "huge"
     path.write_bytes(header(0x08, 102400, 1024, 1024))
     os.truncate(path, 16 + (100 << 30))  # a hole: no disk space used
-    with pytest.raises(IdxFormatError, match=r"\(107374182400 bytes\), more than the 4294967296 bytes") as raised:
+    with pytest.raises(
+        IdxFormatError, match=r"\(107374182400 bytes\), more than the 4294967296 bytes"
+    ) as raised:
         read_idx(path)
     assert "MAX_IDX_BYTES" in str(raised.value)
 
 
-def test_the_declared_size_is_checked_against_the_raw_file_before_allocating(tmp_path, monkeypatch):
+def test_the_declared_size_is_checked_against_the_raw_file_before_allocating(
+    tmp_path, monkeypatch
+):
     path = tmp_path / "images"
     path.write_bytes(header(0x08, 60000, 28, 28))
     os.truncate(path, 100 << 30)
     allocations = []
     monkeypatch.setattr(idx, "_allocate", lambda *args: allocations.append(args))
-    with pytest.raises(IdxFormatError, match=r"107327142384 trailing bytes after .*\(60000, 28, 28\)"):
+    with pytest.raises(
+        IdxFormatError, match=r"107327142384 trailing bytes after .*\(60000, 28, 28\)"
+    ):
         read_idx(path)
     assert allocations == []
 
@@ -166,15 +179,20 @@ def test_a_gzip_file_cannot_declare_more_than_deflate_can_inflate(tmp_path):
     path = tmp_path / "small.gz"
     path.write_bytes(gzip.compress(header(0x08, 1000, 1000, 1000) + bytes(10)))
     size = path.stat().st_size
-    with pytest.raises(IdxFormatError, match=f"truncated data: .*but a {size}-byte gzip file inflates to at most "
-                                             f"{1032 * size} bytes"):
+    with pytest.raises(
+        IdxFormatError,
+        match=f"truncated data: .*but a {size}-byte gzip file inflates to at most "
+        f"{1032 * size} bytes",
+    ):
         read_idx(path)
 
 
 def test_the_size_limit_is_a_module_constant(tmp_path, monkeypatch):
     path = write_idx(tmp_path / "a.gz", np.zeros((4, 4), np.uint8))
     monkeypatch.setattr(idx, "MAX_IDX_BYTES", 15)
-    with pytest.raises(IdxFormatError, match=r"shape \(4, 4\) \(16 bytes\), more than the 15 bytes"):
+    with pytest.raises(
+        IdxFormatError, match=r"shape \(4, 4\) \(16 bytes\), more than the 15 bytes"
+    ):
         read_idx(path)
     monkeypatch.setattr(idx, "MAX_IDX_BYTES", 16)
     assert read_idx(path).shape == (4, 4)
@@ -196,9 +214,12 @@ def test_a_gzip_bomb_stops_soon_after_the_declared_size(tmp_path, monkeypatch, c
         return chunk
 
     monkeypatch.setattr(idx._GzipStream, "read", read)
-    with pytest.raises(IdxFormatError, match=r"more than 4096 trailing bytes after .*shape \(3, 2\), 6 bytes"):
+    with pytest.raises(
+        IdxFormatError, match=r"more than 4096 trailing bytes after .*shape \(3, 2\), 6 bytes"
+    ):
         read_idx(path)
-    assert sum(inflated) == 12 + 6 + 4096 + 1  # header, data, the trailing bytes counted; not 64 MiB
+    # The header, the data and the trailing bytes counted; not 64 MiB.
+    assert sum(inflated) == 12 + 6 + 4096 + 1
 
 
 def test_concatenated_gzip_members_and_zero_padding_read_as_one_file(tmp_path):
@@ -216,7 +237,9 @@ def test_garbage_or_too_much_padding_after_gzip_data_is_refused(tmp_path):
         read_idx(path)
     path.write_bytes(data)
     os.truncate(path, len(data) + (2 << 20))
-    with pytest.raises(IdxFormatError, match="more than 1048576 zero bytes after the compressed data"):
+    with pytest.raises(
+        IdxFormatError, match="more than 1048576 zero bytes after the compressed data"
+    ):
         read_idx(path)
 
 
@@ -229,7 +252,9 @@ def test_a_gzip_checksum_error_is_caught(tmp_path):
         read_idx(path)
 
 
-@pytest.mark.parametrize("shape", [(1,) * 65, (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["65-dims", "zero-size"])
+@pytest.mark.parametrize(
+    "shape", [(1,) * 65, (0, 2**32 - 1, 2**32 - 1, 2**32 - 1)], ids=["65-dims", "zero-size"]
+)
 def test_shapes_numpy_cannot_hold_are_a_format_error(shape):
     with pytest.raises(IdxFormatError, match="NumPy cannot represent shape"):
         parse_idx(header(0x08, *shape) + bytes(math.prod(shape)))

