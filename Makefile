@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup reproduce test bench clean
+.PHONY: setup reproduce test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The unit tests without the real MNIST files, a browser or the slow checks: the quick loop.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not realdata and not slow and not browser"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks tools
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py

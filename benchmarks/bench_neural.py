@@ -66,30 +66,30 @@ def child(spec: dict) -> dict:
         intra, inter = spec["threads"]
         tf.config.threading.set_intra_op_parallelism_threads(intra)
         tf.config.threading.set_inter_op_parallelism_threads(inter)
-    import dataclasses
-
     import keras
     import numpy as np
 
     from mnistlab.config import make_config
     from mnistlab.data import load_dataset
     from mnistlab.models import build_model
+    from mnistlab.training.seeding import enable_determinism
 
     dataset = load_dataset("mnist", data_dir=spec["data_dir"], progress=False)
     config = make_config(preset=spec["preset"])
-    options = {**dataclasses.asdict(config.model_config), **PLAIN}
+    options = {**config.model_config, **PLAIN}
     warmup, steps = spec["warmup"], spec["steps"]
     batch_size = options["batch_size"]
     options.update(num_steps=warmup + steps, num_epochs=None, log_every=warmup)
     model = build_model(config.model, options, seed=0)
-    model._jit_compile = spec["jit"]
+    model._jit_compile = spec["jit"]  # a private switch of the loop, set to time both ways
     result = {"batch_size": batch_size, "steps": steps}
     x_train, y_train = dataset.train_images, dataset.train_labels
     x_test = dataset.test_images
 
-    if not spec["deterministic"]:
-        # XLA has no deterministic max-pool gradient: the CNN's XLA rows run without it.
-        tf.config.experimental.enable_op_determinism = lambda: None
+    # Op determinism as a run turns it on (`train_and_evaluate`), for both sides. XLA has no
+    # deterministic max-pool gradient: the CNN's XLA rows run without it.
+    if spec["deterministic"]:
+        enable_determinism()
     if spec["impl"] == "ours":
         times = {}
 
@@ -105,9 +105,9 @@ def child(spec: dict) -> dict:
         return result
 
     # Keras: the same network, compiled and fitted on the same scaled arrays, under the same
-    # op determinism as ours.
+    # op determinism as ours. The network is built for what `fit` would learn from MNIST.
     keras.utils.set_random_seed(0)
-    tf.config.experimental.enable_op_determinism()
+    model.classes_, model.image_shape_ = np.arange(10), (28, 28)
     network = model.build_network()
     network.compile(optimizer=keras.optimizers.AdamW(learning_rate=options["learning_rate"],
                                                      weight_decay=0.0),

@@ -11,10 +11,20 @@ import pytest
 from mnistlab.config import make_config
 from mnistlab.data import load_dataset, sources, write_dataset
 from mnistlab.experiment import train_and_evaluate
+
 from shapes import make_shapes_dataset
 
 REAL_DATA_ENV = "MNISTLAB_TEST_DATA_DIR"
 DEFAULT_REAL_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "datasets" / "mnist"
+
+
+def pytest_collection_modifyitems(items):
+    """A test that asks for the real MNIST files is a `realdata` test, marked or not, so that
+    `-m "not realdata"` (make test-fast) never waits for it."""
+    for item in items:
+        if "mnist_dir" in getattr(item, "fixturenames", ()) and \
+                item.get_closest_marker("realdata") is None:
+            item.add_marker(pytest.mark.realdata)
 
 
 @pytest.fixture(autouse=True)
@@ -33,7 +43,7 @@ def isolated_data_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
 
 @pytest.fixture
 def mnist_dir() -> Path:
-    """The directory of the real MNIST files: $MNISTLAB_TEST_DATA_DIR, else ../shared/datasets/mnist."""
+    """The real MNIST files: $MNISTLAB_TEST_DATA_DIR, else ../shared/datasets/mnist."""
     directory = Path(os.environ.get(REAL_DATA_ENV) or DEFAULT_REAL_DATA)
     if not directory.is_dir():
         pytest.skip(f"real MNIST files not found at {directory} (set {REAL_DATA_ENV})")

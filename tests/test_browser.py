@@ -14,6 +14,8 @@ import pytest
 
 from mnistlab.serve import make_server
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = os.environ.get("MNISTLAB_CHROMIUM", "/usr/bin/chromium")
 # Without the networking flags Chromium tries to reach Google's services at start-up, which
 # a closed network refuses; as root it needs --no-sandbox.

@@ -10,19 +10,22 @@ import pytest
 
 from mnistlab.cli import main
 from mnistlab.config import make_config
-from mnistlab.errors import RunError
-from mnistlab.experiment import evaluate_run, train_and_evaluate
+from mnistlab.errors import ConfigError, RunError
+from mnistlab.experiment import check_member_runs, evaluate_run, train_and_evaluate
 from mnistlab.models import get_model_class
-from mnistlab.models.ensemble import EnsembleModel, check_member_runs
+from mnistlab.models.ensemble import EnsembleModel
+from mnistlab.models.forest import RandomForest
 from mnistlab.runs import load_model
 
 
 class FixedModel:
-    """A stand-in member that returns fixed probabilities."""
+    """A stand-in fitted member that returns fixed probabilities."""
 
-    def __init__(self, probabilities):
+    def __init__(self, probabilities, image_shape=(28, 28)):
         self.probabilities = np.asarray(probabilities, np.float32)
         self.classes_ = np.arange(self.probabilities.shape[1])
+        self.image_shape_ = image_shape
+        self.n_features_in_ = int(np.prod(image_shape))
 
     def predict_proba(self, X):
         return self.probabilities
@@ -35,9 +38,8 @@ def test_average_of_probabilities_by_hand():
     first = [[0.5, 0.5, 0.0], [0.2, 0.2, 0.6]]
     second = [[0.1, 0.9, 0.0], [0.8, 0.1, 0.1]]
     third = [[0.0, 0.0, 1.0], [0.2, 0.1, 0.7]]
-    ensemble = EnsembleModel()
-    ensemble._set_models([FixedModel(first), FixedModel(second), FixedModel(third)],
-                         ["FixedModel"] * 3)
+    ensemble = EnsembleModel(models=[FixedModel(first), FixedModel(second), FixedModel(third)],
+                             prefit=True).fit()
     # Row 1: (0.5 + 0.1 + 0) / 3 = 0.2, (0.5 + 0.9 + 0) / 3 = 0.4667, (0 + 0 + 1) / 3 = 0.3333.
     # Row 2: (0.2 + 0.8 + 0.2) / 3 = 0.4, (0.2 + 0.1 + 0.1) / 3 = 0.1333, (0.6 + 0.1 + 0.7) / 3
     # = 0.4667.
@@ -48,17 +50,54 @@ def test_average_of_probabilities_by_hand():
     assert ensemble.count_parameters() == 21
 
 
-def test_members_with_other_classes_cannot_be_averaged():
+def test_members_with_other_classes_or_shapes_cannot_be_averaged():
     with pytest.raises(RunError, match="different classes"):
-        EnsembleModel()._set_models([FixedModel(np.eye(3)), FixedModel(np.eye(4))], ["a", "b"])
+        EnsembleModel(models=[FixedModel(np.eye(3)), FixedModel(np.eye(4))], prefit=True).fit()
+    with pytest.raises(RunError, match="images of different shapes"):
+        EnsembleModel(models=[FixedModel(np.eye(3)), FixedModel(np.eye(3), (20, 20))],
+                      prefit=True).fit()
+
+
+@pytest.mark.parametrize("models, message", [
+    ([], "list of at least one member"), ("runs/a", "list of at least one member"),
+    (None, "models must be given")])
+def test_an_ensemble_needs_a_list_of_members(models, message):
+    with pytest.raises(ConfigError, match=message):
+        EnsembleModel(models=models, prefit=True).fit()
+
+
+def test_prefit_members_must_be_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        EnsembleModel(models=[RandomForest(n_estimators=2)], prefit=True).fit()
+
+
+def test_fit_trains_a_seeded_clone_of_each_member():
+    from conftest import make_toy_arrays
+
+    train_images, train_labels, test_images, _ = make_toy_arrays(train=100, test=20)
+    members = [RandomForest(n_estimators=3, n_jobs=1), RandomForest(n_estimators=3, n_jobs=1)]
+    calls = []
+    ensemble = EnsembleModel(models=members, seed=7).fit(
+        train_images, train_labels, callback=lambda *args: calls.append(args))
+    assert not any(hasattr(member, "forest_") for member in members)  # the originals untouched
+    assert [model.seed for model in ensemble.models_] == [7, 8]
+    assert [call[:2] for call in calls] == [(1, 2), (2, 2)]
+    average = np.mean([model.predict_proba(test_images) for model in ensemble.models_], axis=0)
+    np.testing.assert_allclose(ensemble.predict_proba(test_images), average, rtol=1e-6)
+    assert ensemble.count_parameters() == sum(model.count_parameters()
+                                              for model in ensemble.models_)
+    assert not np.array_equal(ensemble.models_[0].predict_proba(test_images),
+                              ensemble.models_[1].predict_proba(test_images))
 
 
 @pytest.fixture(scope="module")
 def member_runs(tmp_path_factory):
     """Two tiny MLP runs and a softmax run on the toy digits, with different seeds."""
-    from conftest import make_toy_arrays
-
     from mnistlab.data import load_dataset, write_dataset
+
+    from conftest import make_toy_arrays
 
     root = tmp_path_factory.mktemp("members")
     train_images, train_labels, test_images, test_labels = make_toy_arrays()
@@ -85,11 +124,18 @@ def test_ensemble_command_writes_a_self_contained_run(member_runs, tmp_path, cap
     out = tmp_path / "ensemble"
     assert main(["ensemble", *map(str, members), "--out", str(out), "--quiet"]) == 0
     output = capsys.readouterr().out
-    assert "ensemble of 3" in output and str(out) in output
 
     info = json.loads((out / "run.json").read_text())
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
+    # The members' recorded accuracies, then the ensemble's own, as recorded (the console
+    # wraps long paths, so compare with the whitespace folded).
+    flat = " ".join(output.split())
+    for member in members:
+        recorded = json.loads((member / "metrics.json").read_text())["test_accuracy"]
+        assert f"member {member}: test accuracy {recorded:.4f}" in flat
+    assert (f"ensemble of 3: test accuracy {metrics['test_accuracy']:.4f}, "
+            f"test loss {metrics['test_loss']:.4f} run directory: {out}") in flat
     assert info["model"] == "ensemble" and info["status"] == "completed"
     assert config["model_config"]["members"] == [str(path.resolve()) for path in members]
     assert (out / "confusion_matrix.png").is_file()
@@ -120,13 +166,14 @@ def test_ensemble_of_neural_runs_exports(member_runs, tmp_path, capsys):
     code = main(["export", str(out), "--format", "savedmodel", "--out",
                  str(tmp_path / "exported"), "--check"])
     assert code == 0
-    assert "PASSED" in capsys.readouterr().out
+    assert "check PASSED" in capsys.readouterr().out
+    assert (tmp_path / "exported" / "saved_model.pb").is_file()
 
 
 def test_ensemble_with_a_forest_member_refuses_export(shapes_run):
-    ensemble = EnsembleModel()
-    ensemble._set_models([load_model(shapes_run)], ["RandomForest"])
-    with pytest.raises(Exception, match="cannot export this ensemble"):
+    ensemble = EnsembleModel(models=[load_model(shapes_run)], prefit=True).fit()
+    assert ensemble.export_formats == ()
+    with pytest.raises(ConfigError, match="cannot export this ensemble"):
         ensemble.serving_module()
 
 

@@ -8,6 +8,7 @@ import pytest
 from mnistlab.config import make_config
 from mnistlab.data import load_dataset
 from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
+from mnistlab.evaluate import compute_metrics
 from mnistlab.experiment import evaluate_run, reproduce, split_dataset, train_and_evaluate
 from mnistlab.runs import load_model, load_run
 
@@ -35,6 +36,10 @@ def test_forest_run_writes_every_promised_file(toy_dataset, tmp_path):
     assert config["model_config"]["n_estimators"] == 8
     assert "numpy" in config["versions"] and config["data"]["name"] == "toy-dataset"
     assert load_run(result.run_dir).status == "completed"
+    # The entry point, not a model's fit, turns on op determinism for the process.
+    import tensorflow as tf
+
+    assert tf.config.experimental.is_op_determinism_enabled()
 
 
 def test_reloaded_model_gives_identical_predictions(toy_dataset, tmp_path):
@@ -137,7 +142,9 @@ def test_subset_missing_a_class_is_refused_before_training(toy_dataset, tmp_path
     assert not (tmp_path / "run").exists()
 
 
-def test_fixed_input_models_refuse_other_shapes(tmp_path):
+def test_models_learn_the_shape_and_classes_of_other_data(tmp_path):
+    """Models learn their image shape and classes from the data (they were fixed to 28x28
+    images in 10 classes): 20x20 images in 3 classes train, and other shapes are refused."""
     from mnistlab.data import load_dataset, write_dataset
 
     rng = np.random.default_rng(0)
@@ -147,12 +154,19 @@ def test_fixed_input_models_refuse_other_shapes(tmp_path):
                               train_labels=labels, test_images=rng.integers(
                                   0, 255, (60, 20, 20), dtype=np.uint8), test_labels=labels)
     dataset = load_dataset(directory, progress=False)
-    with pytest.raises(ConfigError, match="28x28 images in 10 classes"):
-        train_and_evaluate(make_config("softmax"), tmp_path / "run", dataset=dataset,
-                           progress=False)
+    softmax = train_and_evaluate(make_config("softmax", model_options={"num_epochs": 2}),
+                                 tmp_path / "run", dataset=dataset, progress=False)
+    assert softmax.model.weights_.shape == (400, 3) and softmax.model.image_shape_ == (20, 20)
+    assert softmax.metrics["parameters"] == 400 * 3 + 3
+    assert len(softmax.metrics["confusion_matrix"]) == 3
+    assert (softmax.run_dir / "weights.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = train_and_evaluate(forest_config(), tmp_path / "forest", dataset=dataset,
                                 progress=False)
     assert len(result.metrics["confusion_matrix"]) == 3
+    for model in (softmax.model, result.model, load_model(result.run_dir)):
+        np.testing.assert_array_equal(model.classes_, [0, 1, 2])
+        with pytest.raises(ValueError, match=r"fitted on images of shape \(20, 20\)"):
+            model.predict_proba(rng.integers(0, 255, (2, 28, 28), dtype=np.uint8))
 
 
 def test_custom_dataset_path_is_recorded_absolute(toy_dataset_dir, tmp_path, monkeypatch):
@@ -167,9 +181,16 @@ def test_custom_dataset_path_is_recorded_absolute(toy_dataset_dir, tmp_path, mon
 
 
 def test_validation_split_scores_models_without_history(toy_dataset, tmp_path):
-    result = train_and_evaluate(forest_config(validation_split=0.2), tmp_path / "run",
-                                dataset=toy_dataset, progress=False)
-    assert 0.5 < result.metrics["val_accuracy"] <= 1.0 and "val_loss" in result.metrics
+    config = forest_config(validation_split=0.2)
+    result = train_and_evaluate(config, tmp_path / "run", dataset=toy_dataset, progress=False)
+    split = split_dataset(toy_dataset, config)
+    probabilities = result.model.predict_proba(split.val_images)
+    assert result.metrics["val_accuracy"] == pytest.approx(
+        np.mean(np.argmax(probabilities, axis=1) == split.val_labels))
+    assert result.metrics["val_loss"] == pytest.approx(compute_metrics(
+        split.val_labels, probabilities, toy_dataset.class_names)["test_loss"])
+    assert result.metrics["val_accuracy"] > 0.5  # the toy classes are separable
+    assert result.history == []
 
 
 def test_reproduce_with_seeds_reports_the_spread(tiny_dataset_dir, tmp_path, monkeypatch):

@@ -50,8 +50,11 @@ def test_check_catches_a_wrong_export(softmax_run, shapes_run, tmp_path):
 
 
 def test_refusals(shapes_run, softmax_run, tmp_path):
-    with pytest.raises(MnistlabError, match="onnx only"):
+    # A model says which formats it offers; the forest offers ONNX only.
+    with pytest.raises(MnistlabError, match=r"random-forest model cannot be exported as "
+                                            r"tflite \(it offers: onnx\)"):
         export_run(shapes_run, "tflite", tmp_path / "forest.tflite")
+    assert not (tmp_path / "forest.tflite").exists()
     with pytest.raises(MnistlabError, match="unknown export format"):
         export_run(softmax_run, "pickle", tmp_path / "m.pkl")
     (tmp_path / "taken.onnx").write_text("keep")

@@ -6,21 +6,25 @@ takes a second or two; fitted models are shared through module-scoped fixtures.
 
 from __future__ import annotations
 
-import dataclasses
+import json
 import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from shapes import make_images
 
 from mnistlab.cli import main
 from mnistlab.config import make_config
 from mnistlab.errors import ConfigError, TrainingDivergedError
 from mnistlab.experiment import train_and_evaluate
 from mnistlab.models import build_model
-from mnistlab.models._augment import augment_images
-from mnistlab.models.neural import CNN, MLP, WarmupCosine, smoothed_cross_entropy
+from mnistlab.models.neural import CNN, MLP, smoothed_cross_entropy
+from mnistlab.training.augment import augment_images
+from mnistlab.training.batching import make_batch_plan
+from mnistlab.training.optimizers import WarmupCosine
+from mnistlab.training.seeding import derived_seeds
+
+from shapes import make_images
 
 SMALL = {
     MLP: {"width": 32, "depth": 2},
@@ -72,9 +76,11 @@ PRESET_PARAMETERS = {
 @pytest.mark.parametrize("preset", sorted(PRESET_PARAMETERS))
 def test_preset_parameter_counts_and_output_shape(preset):
     config = make_config(preset=preset)
-    model = build_model(config.model, dataclasses.asdict(config.model_config), seed=0)
-    assert model.count_parameters() == PRESET_PARAMETERS[preset]
+    model = build_model(config.model, dict(config.model_config), seed=0)
+    # The network is built for what `fit` learns from the data: MNIST's classes and shape.
+    model.classes_, model.image_shape_ = np.arange(10), (28, 28)
     network = model.build_network()
+    assert network.count_params() == PRESET_PARAMETERS[preset]
     assert network(tf.zeros([3, 28, 28, 1])).shape == (3, 10)
 
 
@@ -98,7 +104,8 @@ def test_conformance(fitted, test_data):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     np.testing.assert_array_equal(model.predict(images), np.argmax(probabilities, axis=1))
     np.testing.assert_array_equal(model.classes_, np.arange(10))
-    assert 0.0 <= model.score(images, labels) <= 1.0
+    assert model.score(images, labels) == pytest.approx(
+        np.mean(np.argmax(probabilities, axis=1) == labels))
     assert model.predict_proba(images[:0]).shape == (0, 10)
     # Flat (N, 784) input and more rows than one predict batch give the same answer.
     np.testing.assert_array_equal(model.predict_proba(images.reshape(-1, 784)), probabilities)
@@ -119,6 +126,7 @@ def test_records_and_callback(fitted):
     assert [call[0] for call in calls] == steps
     assert all(call[1] == 23 and call[2] is not None for call in calls)
     assert model.num_steps_ == 23 and model.examples_seen_ == 23 * 16
+    assert model.num_epochs == 10  # given too (the default): the steps decide the length
 
 
 def test_learns_the_toy_digits(train_data, test_data):
@@ -136,6 +144,26 @@ def test_same_seed_same_run_and_other_seed_another(model_class, train_data, test
     np.testing.assert_array_equal(first.predict_proba(test_data[0]),
                                   again.predict_proba(test_data[0]))
     assert first.history_ != other.history_
+
+
+def test_fit_scopes_its_seeding_and_leaves_the_process_random_state_alone(train_data):
+    """`fit` seeds Keras within its own scope (it no longer calls `set_random_seed`): the
+    process's Python, NumPy and Keras random states are as they were, and the same seed
+    still builds the same initial network whatever the process did before."""
+    import random
+
+    import keras
+
+    random.seed(123)
+    np.random.seed(123)
+    python_state, numpy_state = random.getstate(), np.random.get_state()[1].copy()
+    first = fit(MLP, train_data, num_steps=1, log_every=1)
+    assert random.getstate() == python_state
+    np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)
+    keras.utils.set_random_seed(99)  # whatever the process does in between
+    again = fit(MLP, train_data, num_steps=1, log_every=1)
+    for before, after in zip(first.network_.get_weights(), again.network_.get_weights()):
+        np.testing.assert_array_equal(before, after)
 
 
 def test_save_and_load_predict_identically(fitted, test_data, tmp_path):
@@ -156,18 +184,49 @@ def test_serving_module_matches_predict_proba(fitted, test_data):
 
 
 def test_diverging_loss_names_the_step(train_data):
-    with pytest.raises(TrainingDivergedError, match=r"at step \d+"):
-        fit(MLP, train_data, optimizer="sgd", learning_rate=1e12, num_steps=20)
+    # The learning rate can no longer be absurd (the option table caps it at 100), so an
+    # image of the largest finite pixels makes the network's sums overflow instead.
+    images, labels = train_data
+    features = images.astype(np.float32) / 255
+    features[0] = np.finfo(np.float32).max
+    model = MLP(**{**SMALL[MLP], **LOOP, "num_steps": 20, "log_every": 1})
+    plan = make_batch_plan(len(images), model.batch_size, num_steps=20, num_epochs=None,
+                           repeat=True, shuffle_buffer=None,
+                           rng=np.random.default_rng(derived_seeds(model.seed, 2)[0]))
+    step = 1 + int(np.argmax((plan.indices == 0).any(axis=1)))  # the first to draw image 0
+    with pytest.raises(TrainingDivergedError, match=rf"became (nan|inf) at step {step}$"):
+        model.fit(features, labels)
+    # The records before the bad step are kept; the model is left unfitted.
+    assert [record["step"] for record in model.history_] == list(range(1, step))
+    assert not hasattr(model, "network_")
 
 
 @pytest.mark.parametrize("setting", [
     {"dropout": 1.0}, {"label_smoothing": -0.1}, {"optimizer": "adagrad"},
-    {"schedule": "linear"}, {"width": 0}, {"num_steps": 5, "num_epochs": 2},
+    {"schedule": "linear"}, {"width": 0}, {"num_steps": None, "num_epochs": None},
     {"batch_norm": "yes"}, {"ema_decay": 1.0}, {"seed": -1}, {"batch_size": 0},
+    {"learning_rate": 1e12},
 ])
 def test_bad_settings_are_config_errors(setting, train_data):
-    with pytest.raises(ConfigError):
+    named = "num_epochs" if setting.get("num_steps", 0) is None else next(iter(setting))
+    with pytest.raises(ConfigError, match=f"^{named} "):
         fit(MLP, train_data, **setting)
+
+
+def test_sgd_is_plain_and_nesterov_is_the_former_sgd():
+    """`optimizer="sgd"` is plain SGD now; the former SGD (Nesterov momentum 0.9) is
+    `"nesterov"`."""
+    from mnistlab.training.optimizers import build_optimizer
+
+    sgd = build_optimizer("sgd", 0.1, 10)
+    assert sgd.momentum == 0.0 and not sgd.nesterov
+    momentum = build_optimizer("momentum", 0.1, 10)
+    assert momentum.momentum == 0.9 and not momentum.nesterov
+    nesterov = build_optimizer("nesterov", 0.1, 10)
+    assert nesterov.momentum == 0.9 and nesterov.nesterov
+    for model_class in (MLP, CNN):
+        assert {"sgd", "momentum", "nesterov"} <= set(
+            model_class.options["optimizer"].constraint.values)
 
 
 def test_bad_preset_override_is_a_config_error():
@@ -231,7 +290,13 @@ def test_cli_trains_a_cnn_with_neural_flags(toy_dataset_dir, tmp_path, capsys):
                  "--warmup", "0.3", "--label-smoothing", "0.1", "--weight-decay", "1e-4",
                  "--out", str(out), "--quiet"])
     assert code == 0
-    assert "test accuracy" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in capsys.readouterr().out
+    saved = json.loads((out / "config.json").read_text())["model_config"]
+    assert (saved["width"], saved["depth"], saved["dense_units"], saved["batch_norm"],
+            saved["augment"], saved["ema_decay"], saved["num_steps"], saved["log_every"],
+            saved["schedule"], saved["warmup_fraction"], saved["label_smoothing"],
+            saved["weight_decay"]) == (4, 1, 0, True, True, 0.9, 6, 3, "cosine", 0.3, 0.1, 1e-4)
     assert main(["evaluate", str(out)]) == 0
     assert "same as at training time" in capsys.readouterr().out
 
@@ -239,12 +304,15 @@ def test_cli_trains_a_cnn_with_neural_flags(toy_dataset_dir, tmp_path, capsys):
 def test_cli_rejects_a_neural_flag_for_the_forest(toy_dataset_dir, tmp_path, capsys):
     code = main(["train", "random-forest", "--dataset", str(toy_dataset_dir), "--dropout",
                  "0.1", "--out", str(tmp_path / "f"), "--quiet"])
-    assert code != 0
-    assert "dropout" in capsys.readouterr().err
+    assert code == 2
+    assert capsys.readouterr().err == \
+        "mnistlab: error: --dropout does not apply to model 'random-forest'\n"
+    assert not (tmp_path / "f").exists()
 
 
 # ------------------------------------------------------------------------------ real data
 @pytest.mark.realdata
+@pytest.mark.slow
 def test_cnn_fast_accuracy_floor_on_real_mnist(mnist_dir):
     from mnistlab.data import load_dataset
 
@@ -252,21 +320,38 @@ def test_cnn_fast_accuracy_floor_on_real_mnist(mnist_dir):
     # 800 steps (about 35 s): batch norm's moving statistics (Keras' momentum 0.99, variance
     # starting at 1) need several hundred steps before inference mode is meaningful.
     config = make_config(preset="cnn-fast", model_options={"num_steps": 800})
-    model = build_model("cnn", dataclasses.asdict(config.model_config), seed=0)
+    model = build_model("cnn", dict(config.model_config), seed=0)
     model.fit(dataset.train_images[:10000], dataset.train_labels[:10000])
     assert model.score(dataset.test_images[:2000], dataset.test_labels[:2000]) >= 0.95
 
 
+@pytest.fixture(scope="module")
+def cnn_run(tmp_path_factory):
+    """A tiny batch-normalised CNN run on the toy digits, and the dataset, shared by the
+    export tests (one training for the three formats)."""
+    from mnistlab.data import load_dataset, write_dataset
+
+    from conftest import make_toy_arrays
+
+    root = tmp_path_factory.mktemp("cnn-export")
+    train_images, train_labels, test_images, test_labels = make_toy_arrays()
+    dataset = load_dataset(write_dataset(root / "toy", train_images=train_images,
+                                         train_labels=train_labels, test_images=test_images,
+                                         test_labels=test_labels), progress=False)
+    config = make_config("cnn", model_options={"width": 4, "depth": 1, "dense_units": 8,
+                                               "batch_norm": True, "num_steps": 3})
+    result = train_and_evaluate(config, root / "run", dataset=dataset, progress=False)
+    return result.run_dir, dataset
+
+
 @pytest.mark.parametrize("output_format", ["savedmodel", "tflite", "onnx"])
-def test_a_cnn_run_exports_and_matches(output_format, toy_dataset, tmp_path):
+def test_a_cnn_run_exports_and_matches(output_format, cnn_run, tmp_path):
     if output_format == "onnx":
         pytest.importorskip("tf2onnx")
     from mnistlab.export import check_export, export_run
 
-    config = make_config("cnn", model_options={"width": 4, "depth": 1, "dense_units": 8,
-                                               "batch_norm": True, "num_steps": 3})
-    run_dir = train_and_evaluate(config, tmp_path / "run", dataset=toy_dataset,
-                                 progress=False).run_dir
+    run_dir, dataset = cnn_run
     out = export_run(run_dir, output_format, tmp_path / f"exported.{output_format}")
-    result = check_export(run_dir, out, output_format, toy_dataset.test_images)
+    result = check_export(run_dir, out, output_format, dataset.test_images)
     assert result.passed, result
+    assert result.examples == len(dataset.test_images)

@@ -5,8 +5,17 @@ import json
 import pytest
 
 from mnistlab.errors import MnistlabError, RunError
-from mnistlab.runs import (StagedRun, check_run_target, find_runs, history_to_csv, load_run,
-                           read_history, write_history, write_json, write_text_atomic)
+from mnistlab.runs import (
+    StagedRun,
+    check_run_target,
+    find_runs,
+    history_to_csv,
+    load_run,
+    read_history,
+    write_history,
+    write_json,
+    write_text_atomic,
+)
 
 
 def make_run(path, status="completed", metrics=None):

@@ -11,15 +11,13 @@ import math
 import numpy as np
 import pytest
 import tensorflow as tf
-from shapes import make_images
 
 from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
-from mnistlab.models._batching import (
-    epoch_batches,
-    repeated_batches,
-    shuffle_buffer_order,
-)
-from mnistlab.models.softmax import SoftmaxRegression, batch_loss
+from mnistlab.models.softmax import SoftmaxRegression, _initial_parameters, batch_loss
+from mnistlab.training.batching import epoch_batches, repeated_batches, shuffle_buffer_order
+from mnistlab.training.seeding import derived_seeds
+
+from shapes import make_images
 
 NUM_TRAIN = 200
 
@@ -95,14 +93,18 @@ def test_mask_leaves_out_padding():
 def test_one_sgd_step_of_fit_matches_closed_form(train_data):
     """The whole compiled loop: one full-batch SGD step is W - lr * closed-form gradient."""
     images, labels = train_data
+    # A normal init, so that the step's L2 gradient 2 * l2 * W is not zero.
     model = SoftmaxRegression(optimizer="sgd", learning_rate=0.5, l2=0.001, batch_size=NUM_TRAIN,
-                              num_steps=1, shuffle_buffer=None, seed=4)
-    W0, b0 = (tensor.numpy().astype(np.float64) for tensor in model._initial_parameters())
+                              num_steps=1, shuffle_buffer=None, init="normal", seed=4)
+    init_seed = derived_seeds(model.seed, 2)[0]
+    W0, b0 = (tensor.numpy().astype(np.float64)
+              for tensor in _initial_parameters(model.init, init_seed, 784, 10))
     model.fit(images, labels)
     X = images.reshape(-1, 784).astype(np.float64) / 255
     _, gradient_W, gradient_b = numpy_loss_and_gradients(W0, b0, X, labels, 0.001)
     np.testing.assert_allclose(model.weights_, W0 - 0.5 * gradient_W, atol=2e-5)
     np.testing.assert_allclose(model.bias_, b0 - 0.5 * gradient_b, atol=2e-5)
+    assert np.abs(W0).max() > 1  # really the normal init
     assert model.num_steps_ == 1 and model.examples_seen_ == NUM_TRAIN
 
 
@@ -120,6 +122,8 @@ def test_predictions_follow_the_classifier_contract(fitted, test_data):
     assert 0 < model.loss(images, labels) < 1
     assert model.count_parameters() == 7850 == model.weights_.size + model.bias_.size
     assert model.weights_.shape == (784, 10)
+    assert type(model.weights_) is np.ndarray and type(model.bias_) is np.ndarray
+    assert model.n_features_in_ == 784 and model.image_shape_ == (28, 28)
 
 
 def test_input_may_be_flat_or_float(fitted, test_data):
@@ -149,7 +153,8 @@ def test_unfitted_model_refuses_to_predict(test_data):
     ({"learning_rate": 0.0}, "learning_rate"),
     ({"learning_rate": float("nan")}, "learning_rate"),
     ({"learning_rate": float("inf")}, "learning_rate"),
-    ({"num_steps": 10, "num_epochs": 1}, "num_steps"),
+    ({"learning_rate": 1e38}, "learning_rate"),
+    ({"num_steps": None, "num_epochs": None}, "num_epochs must be given"),
     ({"num_steps": -1}, "num_steps"),
     ({"num_epochs": 0}, "num_epochs"),
     ({"log_every": 0}, "log_every"),
@@ -165,10 +170,27 @@ def test_bad_settings_raise_config_error(settings, named, train_data):
 
 def test_bad_labels_raise_value_error(train_data):
     images, labels = train_data
-    with pytest.raises(ValueError, match="labels"):
+    with pytest.raises(ValueError, match=r"inconsistent numbers of samples: \[200, 199\]"):
         SoftmaxRegression(num_steps=1).fit(images, labels[:-1])
-    with pytest.raises(ValueError, match="0..9"):
-        SoftmaxRegression(num_steps=1).fit(images, labels.astype(int) + 1)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        SoftmaxRegression(num_steps=1).fit(images, np.zeros_like(labels))
+    with pytest.raises(ValueError, match="Unknown label type: continuous"):
+        SoftmaxRegression(num_steps=1).fit(images, labels + 0.5)
+    assert not hasattr(SoftmaxRegression(num_steps=1), "weights_")
+
+
+def test_classes_are_learned_from_the_labels(train_data, test_data):
+    """Labels need not be 0..9: the model learns `classes_` and predicts labels from it."""
+    images, labels = train_data
+    keep = labels < 3
+    model = SoftmaxRegression(num_steps=40, batch_size=20, init="zeros", learning_rate=0.05,
+                              seed=0).fit(images[keep], labels[keep] * 2 + 1)  # 1, 3, 5
+    np.testing.assert_array_equal(model.classes_, [1, 3, 5])
+    assert model.weights_.shape == (784, 3) and model.bias_.shape == (3,)
+    test_images, test_labels = test_data
+    kept = test_labels < 3
+    assert model.predict_proba(test_images[kept]).shape == (kept.sum(), 3)
+    assert model.score(test_images[kept], test_labels[kept] * 2 + 1) >= 0.9
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -185,7 +207,13 @@ def test_epochs_mode_runs_whole_epochs_and_records_every_log_every_steps(fitted,
         assert set(record) == {"step", "epoch", "train_loss", "train_accuracy", "val_loss",
                                "val_accuracy"}
         assert all(math.isfinite(value) for value in record.values())
-        assert 0 <= record["train_accuracy"] <= 1 and 0 <= record["val_accuracy"] <= 1
+        # Accuracy over the real examples of the step's batch only: whole counts of 32,
+        # or of 8 at an epoch's last, partial batch (steps 7, 14, 21); of all 50 for val.
+        real = 8 if record["step"] % 7 == 0 else 32
+        assert (record["train_accuracy"] * real) == pytest.approx(
+            round(record["train_accuracy"] * real), abs=1e-4)
+        assert (record["val_accuracy"] * 50) == pytest.approx(
+            round(record["val_accuracy"] * 50), abs=1e-4)
     # The callback saw every record, at the end of its chunk.
     assert [call[0] for call in calls] == [5, 10, 15, 20, 21]
     assert all(call[1] == 21 for call in calls)
@@ -204,6 +232,14 @@ def test_record_is_the_current_batch_after_the_update(train_data, test_data):
     assert record["train_accuracy"] == pytest.approx(model.score(images, labels))
     assert record["val_loss"] == pytest.approx(model.loss(*test_data), rel=1e-4)
     assert record["val_accuracy"] == pytest.approx(model.score(*test_data))
+
+
+def test_num_steps_decides_the_length_over_num_epochs(train_data):
+    """Given both, the steps decide (7 steps make an epoch of 200 in batches of 32)."""
+    model = SoftmaxRegression(num_steps=10, num_epochs=1, batch_size=32, log_every=5, seed=0)
+    model.fit(*train_data)
+    assert model.num_steps_ == 10 and model.examples_seen_ == 200 + 3 * 32
+    assert [(record["step"], record["epoch"]) for record in model.history_] == [(5, 1), (10, 2)]
 
 
 def test_repeated_mode_does_exactly_num_steps(train_data):
@@ -243,24 +279,41 @@ def test_same_seed_same_run_other_seed_other_run(fitted, train_data, test_data):
     assert not np.array_equal(other.weights_, model.weights_)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
 def test_huge_learning_rate_raises_diverged_naming_the_step(optimizer, train_data):
-    model = SoftmaxRegression(optimizer=optimizer, learning_rate=1e38, batch_size=20,
-                              num_epochs=2, log_every=1)
-    # Step 1's update makes weights near 1e38; step 2's logits overflow.
-    with pytest.raises(TrainingDivergedError, match=r"became nan at step 2$"):
+    # The largest learning rate and L2 penalty the option table allows: each SGD step
+    # multiplies W by about 1 - 2 * 100 * 1000 = -2e5, so after 3 steps W is near 1e16 and
+    # step 4's penalty 1000 * sum(W**2) overflows float32.
+    model = SoftmaxRegression(optimizer=optimizer, learning_rate=100.0, l2=1000.0,
+                              init="normal", batch_size=20, num_epochs=2, log_every=1)
+    with pytest.raises(TrainingDivergedError, match=r"became inf at step 4$"):
         model.fit(*train_data)
-    assert [record["step"] for record in model.history_] == [1]
+    assert [record["step"] for record in model.history_] == [1, 2, 3]
+    assert not hasattr(model, "weights_")  # a failed fit leaves the model unfitted
 
 
-def test_infinite_pixel_raises_diverged_at_its_batch(train_data):
+def test_huge_image_raises_diverged_at_its_batch(train_data):
     images, labels = train_data
     features = images.astype(np.float32) / 255
-    model = SoftmaxRegression(batch_size=20, num_epochs=1, shuffle_buffer=None, seed=0)
-    order, _ = epoch_batches(NUM_TRAIN, 20, 1, None, np.random.default_rng(model._seeds()[1]))
-    features[order[3, 7], 10, 10] = np.inf  # drawn in step 4
+    model = SoftmaxRegression(batch_size=20, num_epochs=1, shuffle_buffer=None, init="normal",
+                              seed=0)
+    order, _ = epoch_batches(NUM_TRAIN, 20, 1, None,
+                             np.random.default_rng(derived_seeds(model.seed, 2)[1]))
+    # Finite pixels, but the image's logits overflow: drawn in step 4 (Adam, the default).
+    features[order[3, 7]] = np.finfo(np.float32).max
     with pytest.raises(TrainingDivergedError, match=r"at step 4$"):
         model.fit(features, labels)
+
+
+def test_non_finite_pixels_are_refused_before_training(train_data):
+    images, labels = train_data
+    features = images.astype(np.float32) / 255
+    features[5, 10, 10] = np.inf
+    with pytest.raises(ValueError, match="contains infinity"):
+        SoftmaxRegression(num_steps=1).fit(features, labels)
+    features[5, 10, 10] = np.nan
+    with pytest.raises(ValueError, match="contains NaN"):
+        SoftmaxRegression(num_steps=1).fit(features, labels)
 
 
 def test_save_and_load_predict_identically(fitted, test_data, tmp_path):
@@ -330,7 +383,6 @@ def test_epoch_batches_keep_the_partial_last_batch():
 
 # ------------------------------------------------------------------------------ real data
 @pytest.mark.realdata
-@pytest.mark.slow
 def test_one_epoch_on_real_mnist_reaches_the_floor(mnist_dir):
     from mnistlab.data import load_dataset
 

@@ -237,7 +237,7 @@ def run_case(case: Case, side: Side, data_dir: Path, rebuilt: set[str], console:
     record_path.write_text(json.dumps({"key": key, "ok": ok, "seconds": round(seconds, 1),
                                        "error": error}, indent=2) + "\n")
     console.print(f"  {side.label:>9} {case.name:<16} {seconds:6.1f} s"
-                  + ("" if ok else f"  [red]FAILED[/red] "
+                  + ("" if ok else "  [red]FAILED[/red] "
                      + escape(f"{error} (log: {case_dir / 'output.log'})")))
     return RunOutcome(ok, seconds, error=error)
 
@@ -584,7 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commit = git("rev-parse", "--verify", f"{args.ref_commit}^{{commit}}")
     except subprocess.CalledProcessError:
-        raise SystemExit(f"check_identity: {args.ref_commit!r} is not a commit of {REPO}")
+        raise SystemExit(
+            f"check_identity: {args.ref_commit!r} is not a commit of {REPO}") from None
     worktree = ensure_worktree(work, commit)
     baseline = Side("baseline", worktree / "src", work / f"baseline-{commit[:12]}", cached=True)
     if args.baseline_twice:

@@ -19,6 +19,16 @@ class ConfigError(MnistlabError):
     """An option or a combination of options is invalid."""
 
 
+class OptionError(ConfigError):
+    """A model option has a bad value; `option` names it, so a command line can name its
+    flag instead."""
+
+    def __init__(self, option: str, problem: str):
+        super().__init__(f"{option} {problem}")
+        self.option = option
+        self.problem = problem
+
+
 class RunError(MnistlabError):
     """A run directory is missing, not a run, or would be overwritten."""
 

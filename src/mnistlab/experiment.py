@@ -19,13 +19,24 @@ from typing import Any
 import numpy as np
 
 from mnistlab import __version__
-from mnistlab.config import TrainConfig, config_from_dict, validate
+from mnistlab.config import TrainConfig, config_from_dict, make_config, validate
 from mnistlab.errors import ConfigError, RunError, TrainingDivergedError
 from mnistlab.evaluate import compute_metrics
 from mnistlab.models import build_model
 from mnistlab.progress import training_progress
-from mnistlab.runs import (CONFIG_FILE, METRICS_FILE, MODEL_DIR, RUN_FILE, StagedRun,
-                           check_run_target, load_model, load_run, write_history, write_json)
+from mnistlab.runs import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    MODEL_DIR,
+    RUN_FILE,
+    StagedRun,
+    check_run_target,
+    load_model,
+    load_run,
+    write_history,
+    write_json,
+)
+from mnistlab.training.seeding import enable_determinism
 
 SUMMARY_FILE = "summary.json"
 
@@ -63,7 +74,8 @@ def split_dataset(dataset, config: TrainConfig) -> Split:
     """Apply `limit_train`/`limit_test` (first N images) and hold out a seeded validation set."""
     train_images, train_labels = dataset.train_images, dataset.train_labels
     if config.limit_train:
-        train_images, train_labels = train_images[:config.limit_train], train_labels[:config.limit_train]
+        train_images = train_images[:config.limit_train]
+        train_labels = train_labels[:config.limit_train]
     test_images, test_labels = dataset.test_images, dataset.test_labels
     if config.limit_test:
         test_images, test_labels = test_images[:config.limit_test], test_labels[:config.limit_test]
@@ -121,22 +133,28 @@ def resolve_dataset_name(name: str) -> str:
     return name
 
 
-def check_model_fits_data(model_name: str, dataset, split: Split) -> None:
-    """Refuse data a model cannot learn or be scored on, before any training."""
-    from mnistlab.models import FIXED_INPUT_MODELS
-
-    image_shape = tuple(dataset.train_images.shape[1:])
+def check_model_fits_data(dataset, split: Split) -> None:
+    """Refuse data a model cannot learn or be scored on, before any training: every class
+    must have training images."""
     num_classes = len(dataset.class_names)
-    if model_name in FIXED_INPUT_MODELS and (image_shape != (28, 28) or num_classes != 10):
-        raise ConfigError(f"model {model_name!r} takes 28x28 images in 10 classes; dataset "
-                          f"{dataset.name!r} has {image_shape[0]}x{image_shape[1]} images in "
-                          f"{num_classes} classes (the random forest takes any)")
     missing = sorted(set(range(num_classes)) - set(np.unique(split.train_labels).tolist()))
     if missing:
         names = ", ".join(str(dataset.class_names[k]) for k in missing[:5])
         raise ConfigError(f"the {len(split.train_labels)} training images hold no example of "
                           f"class {names}{' ...' if len(missing) > 5 else ''}: "
                           "use a larger --limit-train")
+
+
+def _build(config: TrainConfig):
+    """The unfitted model of a configuration; an ensemble's members are loaded from their
+    runs."""
+    if config.model == "ensemble":
+        from mnistlab.models.ensemble import EnsembleModel
+
+        return EnsembleModel(models=[load_model(Path(member))
+                                     for member in config.model_config["members"]],
+                             prefit=True, seed=config.seed)
+    return build_model(config.model, dict(config.model_config), config.seed)
 
 
 def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
@@ -146,7 +164,8 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
 
     `dataset` (a loaded `Dataset`) skips loading; otherwise `config.dataset` is loaded from
     `data_dir` or the usual sources. A loss that becomes NaN leaves a run directory marked
-    failed and raises `TrainingDivergedError`.
+    failed and raises `TrainingDivergedError`. This is an entry point: it turns on
+    TensorFlow's op determinism for the process, so the same seed gives the same run.
     """
     from mnistlab.report import write_run_figures
 
@@ -157,8 +176,9 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
     if dataset is None:
         dataset = _load_dataset(config, data_dir, progress)
     split = split_dataset(dataset, config)
-    check_model_fits_data(config.model, dataset, split)
-    model = build_model(config.model, dataclasses.asdict(config.model_config), config.seed)
+    check_model_fits_data(dataset, split)
+    enable_determinism()
+    model = _build(config)
     staged = StagedRun(run_dir, overwrite)
     try:
         info = {"status": "running", "model": config.model, "preset": config.preset,
@@ -214,6 +234,48 @@ def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
     return RunResult(final, config, metrics, history, model)
 
 
+def check_member_runs(members: Sequence[str | Path]) -> dict:
+    """Check that `members` are completed runs on the same classes; return what they share.
+
+    Returns `{"dataset", "class_names", "limit_test", "models"}` from the members' saved
+    configurations. Raises `RunError` naming the first run that is missing, not a run, not
+    completed, or on other class names than the first.
+    """
+    if not members:
+        raise RunError("an ensemble needs at least one member run")
+    shared = None
+    models = []
+    for member in members:
+        run = load_run(Path(member))
+        if run.status != "completed":
+            raise RunError(f"{member} is a {run.status} run and has no model to load")
+        if run.info.get("model") == "ensemble":
+            raise RunError(f"{member} is an ensemble; an ensemble's members must be single "
+                           "models")
+        class_names = run.config.get("data", {}).get("class_names")
+        models.append(run.info.get("model"))
+        if shared is None:
+            shared = {"dataset": run.config.get("dataset"), "class_names": class_names,
+                      "limit_test": run.config.get("limit_test")}
+        elif class_names != shared["class_names"]:
+            raise RunError(f"{member} was trained on classes {class_names}, but "
+                           f"{members[0]} on {shared['class_names']}: cannot ensemble them")
+    return {**shared, "models": models}
+
+
+def ensemble_runs(run_dirs: Sequence[str | Path], out: Path | None = None, *,
+                  data_dir: Path | None = None, overwrite: bool = False,
+                  progress: bool = True) -> RunResult:
+    """Average the probabilities of completed runs into a run directory of model
+    'ensemble', evaluated on the members' test set; the members' models are saved in it."""
+    members = tuple(str(Path(path).resolve()) for path in run_dirs)
+    shared = check_member_runs(members)
+    config = make_config("ensemble", model_options={"members": members},
+                         dataset=shared["dataset"], limit_test=shared["limit_test"])
+    return train_and_evaluate(config, out, data_dir=data_dir, overwrite=overwrite,
+                              progress=progress)
+
+
 @dataclass
 class Evaluation:
     """Metrics recomputed from a saved model, beside those recorded at training time."""
@@ -222,6 +284,19 @@ class Evaluation:
     metrics: dict
     recorded: dict
     checksums_match: bool
+
+    # Recomputed metrics may differ from the recorded ones by float rounding only.
+    RELATIVE_TOLERANCE = 1e-6
+
+    @property
+    def same_as_recorded(self) -> bool:
+        """Whether test accuracy and loss are those recorded at training time."""
+        def close(now, then) -> bool:
+            return (isinstance(now, (int, float)) and isinstance(then, (int, float))
+                    and abs(now - then) <= self.RELATIVE_TOLERANCE * max(1.0, abs(then)))
+
+        return all(close(self.metrics.get(key), self.recorded.get(key))
+                   for key in ("test_accuracy", "test_loss"))
 
 
 def run_config(run) -> TrainConfig:

@@ -4,9 +4,10 @@ Every exported model takes raw uint8 images `(N, 28, 28)` (ink bright on dark, a
 and returns class probabilities `(N, classes)`: the scaling lives inside the export, so
 whoever serves it cannot get the preparation wrong.
 
-- TensorFlow models: a SavedModel with a `serving_default` signature, TFLite, or ONNX
-  (through tf2onnx).
-- The random forest: ONNX (through skl2onnx), with the cast and flattening put in front.
+A model says what it offers (`export_formats`) and how: a TensorFlow model builds a
+`tf.Module` (`serving_module()`) saved as a SavedModel with a `serving_default` signature,
+converted to TFLite, or to ONNX through tf2onnx; the random forest converts itself to ONNX
+(`onnx_model()`, through skl2onnx).
 """
 
 from __future__ import annotations
@@ -31,38 +32,6 @@ OUTPUT_NAME = "probabilities"
 
 class ExportError(MnistlabError):
     """A model cannot be exported in the asked format, or its export disagrees with it."""
-
-
-def _linear_serving_module(model):
-    """A tf.Module computing softmax(x W + b) from uint8 images, for `softmax` runs."""
-    import tensorflow as tf
-
-    class LinearServing(tf.Module):
-        def __init__(self, weights: np.ndarray, bias: np.ndarray):
-            super().__init__(name="mnistlab_softmax")
-            self.weights = tf.Variable(weights, name="weights")  # (784, classes)
-            self.bias = tf.Variable(bias, name="bias")  # (classes,)
-
-        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8, name=INPUT_NAME)])
-        def serve(self, images):
-            features = tf.reshape(tf.cast(images, tf.float32) / 255.0, [-1, 784])
-            return {OUTPUT_NAME: tf.nn.softmax(features @ self.weights + self.bias)}
-
-    return LinearServing(np.asarray(model.weights_, np.float32),
-                         np.asarray(model.bias_, np.float32))
-
-
-# Model name -> builder of a tf.Module with a `serve` tf.function (uint8 images -> dict).
-SERVING_BUILDERS: dict[str, Callable] = {"softmax": _linear_serving_module}
-
-
-def _serving_module(model_name: str, model):
-    if hasattr(model, "serving_module"):
-        return model.serving_module()
-    if model_name not in SERVING_BUILDERS:
-        raise ExportError(f"model {model_name!r} has no TensorFlow graph to export "
-                          "(the random forest exports to onnx only)")
-    return SERVING_BUILDERS[model_name](model)
 
 
 def _require(module_name: str):
@@ -98,33 +67,6 @@ def _tf_onnx_bytes(module) -> bytes:
     return proto.SerializeToString()
 
 
-def _forest_onnx_bytes(model) -> bytes:
-    """The forest converted by skl2onnx, behind a Cast + Reshape taking uint8 (N, 28, 28)."""
-    _require("skl2onnx")
-    import onnx
-    from onnx import TensorProto, compose, helper
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType
-
-    forest = convert_sklearn(model.forest_, initial_types=[("pixels", FloatTensorType([None, 784]))],
-                             options={id(model.forest_): {"zipmap": False}}, target_opset=17)
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 784])
-    front = helper.make_model(helper.make_graph(
-        [helper.make_node("Cast", [INPUT_NAME], ["as_float"], to=TensorProto.FLOAT),
-         helper.make_node("Reshape", ["as_float", "shape"], ["pixels"])],
-        "prepare", [helper.make_tensor_value_info(INPUT_NAME, TensorProto.UINT8, [None, 28, 28])],
-        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, [None, 784])],
-        initializer=[shape]), opset_imports=forest.opset_import)
-    front.ir_version = forest.ir_version
-    merged = compose.merge_models(front, forest, io_map=[("pixels", "pixels")])
-    # skl2onnx names the outputs "label" and "probabilities"; keep only the probabilities.
-    keep = [output for output in merged.graph.output if output.name == OUTPUT_NAME]
-    del merged.graph.output[:]
-    merged.graph.output.extend(keep)
-    onnx.checker.check_model(merged)
-    return merged.SerializeToString()
-
-
 def export_run(run_dir: Path, output_format: str, out: Path, *, overwrite: bool = False) -> Path:
     """Export the model of `run_dir` as `output_format` to `out`; returns `out`.
 
@@ -144,15 +86,18 @@ def export_run(run_dir: Path, output_format: str, out: Path, *, overwrite: bool 
             raise ExportError(f"{out} exists and is not a SavedModel; not replacing it")
         if output_format != "savedmodel" and not out.is_file():
             raise ExportError(f"{out} exists and is not a file; not replacing it")
-    model_name = load_run(run_dir).info["model"]
     model = load_model(run_dir)
+    model_name = load_run(run_dir).info["model"]
+    if output_format not in model.export_formats:
+        offered = ", ".join(model.export_formats) or "none"
+        raise ExportError(f"a {model_name} model cannot be exported as {output_format} "
+                          f"(it offers: {offered})")
     out.parent.mkdir(parents=True, exist_ok=True)
-    if model_name == "random-forest":
-        if output_format != "onnx":
-            raise ExportError("the random forest exports to onnx only")
-        write_bytes_atomic(out, _forest_onnx_bytes(model))
+    if hasattr(model, "onnx_model"):  # a model that converts itself (the forest)
+        _require("skl2onnx")
+        write_bytes_atomic(out, model.onnx_model())
         return out
-    module = _serving_module(model_name, model)
+    module = model.serving_module()
     if output_format == "tflite":
         write_bytes_atomic(out, _tflite_bytes(module))
     elif output_format == "onnx":
@@ -215,11 +160,22 @@ class ExportCheck:
         return self.disagreements == 0 and self.max_abs_difference <= self.tolerance
 
 
-def check_export(run_dir: Path, path: Path, output_format: str, images: np.ndarray,
-                 tolerance: float = 1e-5, batch_size: int = 1000) -> ExportCheck:
-    """Run the export and the run's own model on `images`; compare classes and probabilities."""
+def check_export(run_dir: Path, path: Path, output_format: str,
+                 images: np.ndarray | None = None, tolerance: float = 1e-5,
+                 batch_size: int = 1000, data_dir: Path | None = None) -> ExportCheck:
+    """Run the export and the run's own model on `images` (default: the run's whole test
+    set); compare predicted classes and probabilities."""
+    import math
+
     from mnistlab.runs import load_model
 
+    if not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or not 0 <= tolerance <= 1:
+        raise ExportError(f"the tolerance must be a number from 0 to 1, got {tolerance!r}")
+    if images is None:
+        from mnistlab.experiment import run_test_split
+
+        images = run_test_split(run_dir, data_dir=data_dir)[0].test_images
     model = load_model(run_dir)
     exported = load_exported(path, output_format)
     images = np.ascontiguousarray(images, dtype=np.uint8)

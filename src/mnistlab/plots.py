@@ -1,5 +1,6 @@
-"""Figures from records and predictions. Each function draws on `ax`/`fig` it is given or makes
-its own, and returns the figure; `save_figure` writes a PNG atomically. Nothing is shown."""
+"""Figures from records and predictions. Each function draws on the `ax`/`axes`/`figure` it is
+given or makes its own, and returns the figure; `save_figure` writes a PNG atomically. Nothing
+is shown."""
 
 from __future__ import annotations
 
@@ -54,20 +55,25 @@ def plot_curves(history: Sequence[dict], axes=None, title: str | None = None) ->
     return figure
 
 
-def _image_grid(count: int, columns: int, scale: float = 1.3):
+def _image_grid(count: int, columns: int, scale: float = 1.3, figure: Figure | None = None):
+    """A grid of image axes on `figure` (a new figure sized for the grid when None)."""
     rows = max(1, -(-count // columns))
-    figure, axes = plt.subplots(rows, columns, figsize=(columns * scale, rows * scale * 1.2 + 0.4),
-                                squeeze=False, layout="constrained")
+    if figure is None:
+        figure, axes = plt.subplots(rows, columns, squeeze=False, layout="constrained",
+                                    figsize=(columns * scale, rows * scale * 1.2 + 0.4))
+    else:
+        axes = figure.subplots(rows, columns, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     return figure, axes.flat
 
 
 def plot_predictions(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
-                     class_names: Sequence[str], count: int = 10) -> Figure:
+                     class_names: Sequence[str], count: int = 10,
+                     figure: Figure | None = None) -> Figure:
     """The first `count` images with their predicted class; wrong ones in red with the truth."""
     count = min(count, len(images))
-    figure, axes = _image_grid(count, min(count, 10))
+    figure, axes = _image_grid(count, min(count, 10), figure=figure)
     for i, ax in zip(range(count), axes):
         ax.imshow(images[i], cmap="gray")
         wrong = y_pred[i] != y_true[i]
@@ -80,13 +86,14 @@ def plot_predictions(images: np.ndarray, y_true: np.ndarray, y_pred: np.ndarray,
 
 
 def plot_misclassified(images: np.ndarray, y_true: np.ndarray, probabilities: np.ndarray,
-                       class_names: Sequence[str], count: int = 20) -> Figure:
+                       class_names: Sequence[str], count: int = 20,
+                       figure: Figure | None = None) -> Figure:
     """The most confidently wrong images, with true and predicted class and confidence."""
     y_pred = np.argmax(probabilities, axis=1)
     wrong = np.flatnonzero(y_pred != y_true)
     confidence = probabilities[wrong, y_pred[wrong]]
     chosen = wrong[np.argsort(-confidence, kind="stable")][:count]
-    figure, axes = _image_grid(max(1, len(chosen)), 10)
+    figure, axes = _image_grid(max(1, len(chosen)), 10, figure=figure)
     for index, ax in zip(chosen, axes):
         ax.imshow(images[index], cmap="gray")
         ax.set_title(f"true {class_names[y_true[index]]}\npred {class_names[y_pred[index]]} "
@@ -112,15 +119,16 @@ def plot_confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray,
     return ax.figure
 
 
-def plot_weights(weights: np.ndarray, class_names: Sequence[str]) -> Figure:
-    """The weight vector of each class as a 28x28 image (red positive, blue negative)."""
-    weights = np.asarray(weights)  # (784, n_classes)
+def plot_weights(weights: np.ndarray, class_names: Sequence[str],
+                 image_shape: tuple[int, int] = (28, 28), figure: Figure | None = None) -> Figure:
+    """The weight vector of each class as an image (red positive, blue negative)."""
+    weights = np.asarray(weights)  # (features, n_classes)
     # A few border pixels, almost never inked, can hold large weights; scaling colours to
     # the 99th percentile keeps the digit-shaped templates visible.
     limit = float(np.percentile(np.abs(weights), 99)) or 1.0
-    figure, axes = _image_grid(weights.shape[1], 5, scale=1.8)
+    figure, axes = _image_grid(weights.shape[1], 5, scale=1.8, figure=figure)
     for k, ax in zip(range(weights.shape[1]), axes):
-        ax.imshow(weights[:, k].reshape(28, 28), cmap="RdBu_r", vmin=-limit, vmax=limit)
+        ax.imshow(weights[:, k].reshape(image_shape), cmap="RdBu_r", vmin=-limit, vmax=limit)
         ax.set_title(str(class_names[k]), fontsize=9)
     figure.suptitle("Softmax weights per class (red: evidence for, blue: against)", fontsize=10)
     return figure

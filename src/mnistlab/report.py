@@ -11,12 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab import plots
+from mnistlab.config import PRESETS
 from mnistlab.fileio import write_text_atomic
 from mnistlab.runs import Run, write_json
 
-# Test accuracies the tutorial published, per preset.
-TUTORIAL_ACCURACY = {"tutorial-rf": 0.9685, "tutorial-v1": 0.9031,
-                     "tutorial-v2": 0.9149, "tutorial-v3": 0.9103}
 FIGURES = ("curves.png", "predictions.png", "confusion_matrix.png", "misclassified.png",
            "weights.png")
 
@@ -27,7 +25,7 @@ def write_run_figures(directory: Path, model, history: Sequence[dict], images: n
     """Write a run's PNG figures into `directory`; returns the paths written.
 
     `curves.png` needs a history (the forest has none); `weights.png` needs a model with
-    `weights_` of shape (784, classes).
+    `weights_` of shape (features, classes) on 28x28 images.
     """
     directory = Path(directory)
     predicted = np.argmax(probabilities, axis=1)
@@ -40,8 +38,9 @@ def write_run_figures(directory: Path, model, history: Sequence[dict], images: n
     if history:
         figures["curves.png"] = plots.plot_curves(history, title=title)
     weights = getattr(model, "weights_", None)
-    if weights is not None and np.shape(weights)[0] == 784:
-        figures["weights.png"] = plots.plot_weights(weights, class_names)
+    image_shape = tuple(getattr(model, "image_shape_", ()))
+    if weights is not None and len(image_shape) == 2:
+        figures["weights.png"] = plots.plot_weights(weights, class_names, image_shape)
     written = []
     for name, figure in figures.items():
         plots.save_figure(figure, directory / name)
@@ -66,7 +65,7 @@ class ReportRow:
     def summary(self, base: Path) -> dict:
         """The row as JSON-ready data, the run directory relative to `base`."""
         metrics = self.run.metrics
-        published = TUTORIAL_ACCURACY.get(self.name)
+        published = PRESETS[self.name].published_accuracy if self.name in PRESETS else None
         accuracy = metrics.get("test_accuracy")
         summary = {
             "name": self.name, "model": self.run.info.get("model"),

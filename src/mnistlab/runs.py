@@ -136,6 +136,15 @@ class Run:
     history: list[dict]
 
     @property
+    def class_names(self) -> list[str]:
+        """The names of the classes the run was trained on (digits 0-9 when not recorded)."""
+        names = self.config.get("data", {}).get("class_names") if isinstance(
+            self.config.get("data"), dict) else None
+        if isinstance(names, list) and names and all(isinstance(n, str) for n in names):
+            return names
+        return [str(k) for k in range(10)]
+
+    @property
     def status(self) -> str:
         """'completed', 'failed', 'running' (a run interrupted while writing) or 'unknown'."""
         return self.info.get("status", "unknown")

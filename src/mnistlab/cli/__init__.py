@@ -12,7 +12,7 @@ import os
 import sys
 
 from mnistlab import __version__
-from mnistlab.errors import MnistlabError
+from mnistlab.errors import MnistlabError, OptionError
 
 # Command-group modules, in the order they appear in `mnistlab --help`.
 COMMAND_MODULES = ("data", "train", "ensemble", "predict", "export", "serve")
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, compare and use classifiers on MNIST-format data.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  mnistlab reproduce                      # the tutorial end to end, with a report\n"
+               "  mnistlab reproduce                      # the tutorial end to end, a report\n"
                "  mnistlab train softmax --preset tutorial-v1\n"
                "  mnistlab predict runs/reproduction/tutorial-rf my_digit.png\n"
                "  mnistlab COMMAND --help                 # each command's options and examples",
@@ -55,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
+    except OptionError as error:
+        # Name the flag the user typed (--trees), not the library's option (n_estimators).
+        from mnistlab.cli.common import option_flag
+
+        print(f"mnistlab: error: {option_flag(error.option)} {error.problem}", file=sys.stderr)
+        return error.exit_code
     except MnistlabError as error:
         print(f"mnistlab: error: {error}", file=sys.stderr)
         return error.exit_code

@@ -33,23 +33,17 @@ def register(subparsers) -> None:
 
 def run_ensemble(args: argparse.Namespace) -> int:
     """Check the members, evaluate their average, write the run."""
-    from mnistlab.config import make_config
-    from mnistlab.experiment import train_and_evaluate
-    from mnistlab.models.ensemble import check_member_runs
+    from mnistlab.experiment import ensemble_runs
     from mnistlab.runs import load_run
 
-    members = tuple(str(Path(path).resolve()) for path in args.run_dirs)
-    shared = check_member_runs(members)
-    config = make_config("ensemble", model_options={"members": members},
-                         dataset=shared["dataset"], limit_test=shared["limit_test"])
-    result = train_and_evaluate(config, args.out, data_dir=args.data_dir,
-                                overwrite=args.overwrite, progress=not args.quiet)
+    result = ensemble_runs(args.run_dirs, args.out, data_dir=args.data_dir,
+                           overwrite=args.overwrite, progress=not args.quiet)
     console = Console()
     for path in args.run_dirs:
         accuracy = load_run(path).metrics.get("test_accuracy")
         console.print(f"  member {path}: test accuracy "
-                      + ("-" if accuracy is None else f"{accuracy:.4f}"))
-    console.print(f"[bold]ensemble of {len(members)}[/bold]: test accuracy "
+                      + ("-" if not isinstance(accuracy, float) else f"{accuracy:.4f}"))
+    console.print(f"[bold]ensemble of {len(args.run_dirs)}[/bold]: test accuracy "
                   f"{result.metrics['test_accuracy']:.4f}, "
                   f"test loss {result.metrics['test_loss']:.4f}")
     console.print(f"run directory: {result.run_dir}")

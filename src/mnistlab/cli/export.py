@@ -7,6 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mnistlab.export import FORMATS
+
 
 def register(subparsers) -> None:
     """Add the export command."""
@@ -20,8 +22,8 @@ def register(subparsers) -> None:
                "  mnistlab export runs/reproduction/tutorial-v2 --format savedmodel "
                "--out exported/softmax --check\n"
                "  mnistlab export runs/reproduction/tutorial-rf --format onnx --out forest.onnx")
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("--format", required=True, choices=("savedmodel", "onnx", "tflite"))
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a completed run directory")
+    parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--out", type=Path, required=True,
                         help="output file (a directory for savedmodel)")
     parser.add_argument("--check", action="store_true",
@@ -43,18 +45,11 @@ def run_export(args: argparse.Namespace) -> int:
     console.print(f"exported {args.run_dir} as {args.format} to {out}")
     if not args.check:
         return 0
-    images = _test_images(args.run_dir, args.data_dir)
-    result = check_export(args.run_dir, out, args.format, images, tolerance=args.tolerance)
+    result = check_export(args.run_dir, out, args.format, tolerance=args.tolerance,
+                          data_dir=args.data_dir)
     verdict = "PASSED" if result.passed else "FAILED"
     console.print(f"check {verdict}: {result.examples} test images, "
                   f"{result.disagreements} different predicted classes ({result.ties} exact ties "
                   f"broken the other way), largest probability "
                   f"difference {result.max_abs_difference:.2e} (tolerance {result.tolerance:.0e})")
     return 0 if result.passed else 1
-
-
-def _test_images(run_dir: Path, data_dir: Path | None):
-    from mnistlab.experiment import run_test_split
-
-    split, _ = run_test_split(run_dir, data_dir=data_dir)
-    return split.test_images

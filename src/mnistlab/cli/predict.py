@@ -39,8 +39,8 @@ def register(subparsers) -> None:
 
 def run_predict(args: argparse.Namespace) -> int:
     """Predict, print or write the results; exit 1 when any file failed."""
-    from mnistlab.predict import format_results, predict_files, save_inputs
     from mnistlab.fileio import write_text_atomic
+    from mnistlab.predict import format_results, predict_files, save_inputs
     from mnistlab.runs import load_model, load_run
 
     if args.output is not None and args.output.exists() and not args.overwrite:
@@ -48,9 +48,8 @@ def run_predict(args: argparse.Namespace) -> int:
     if args.output is not None and args.format == "table":
         raise MnistlabError("--output needs --format json or csv")
     run = load_run(args.run_dir)
-    class_names = run.config.get("data", {}).get("class_names") or [str(k) for k in range(10)]
     model = load_model(args.run_dir)
-    results = predict_files(model, args.paths, class_names, top_k=args.top)
+    results = predict_files(model, args.paths, run.class_names, top_k=args.top)
     if not results:
         raise MnistlabError("no image files found in the given paths")
     for result in results:

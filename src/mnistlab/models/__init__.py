@@ -1,13 +1,14 @@
-"""Classifiers, looked up by name. All share the scikit-learn contract.
+"""Classifiers, looked up by name. Every one follows the contract in `models/base.py`.
 
-Each model class takes its settings in `__init__`, learns in `fit(X, y) -> self`, and offers
-`predict_proba`, `predict`, `score`, `classes_`, `count_parameters()`, `save(directory)` and
-the class method `load(directory)`. Inputs are uint8 images `(N, 28, 28)`; each model scales
-and flattens them itself.
+A model is one file: a scikit-learn estimator whose `__init__` declares its options and
+their defaults, whose `options` table declares their constraints and help, and which trains
+in `fit(X, y) -> self`. Registering it is one line below; the configuration, the command
+line's flags and the presets follow from its declarations.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Any
 
@@ -23,14 +24,19 @@ MODEL_CLASSES: dict[str, str] = {
     "ensemble": "mnistlab.models.ensemble:EnsembleModel",
 }
 
-# Models built for MNIST's shape: 28x28 images in 10 classes (the forest takes any).
-FIXED_INPUT_MODELS = frozenset({"softmax", "mlp", "cnn"})
+
+def unknown_name_message(kind: str, name: Any, known) -> str:
+    """"unknown model 'sofmax' (did you mean softmax? known: ...)"."""
+    known = list(known)
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"unknown {kind} {name!r} ({hint}known: {', '.join(known)})"
 
 
 def get_model_class(name: str) -> type:
     """Return the class registered under `name`."""
     if name not in MODEL_CLASSES:
-        raise ConfigError(f"unknown model {name!r} (known: {', '.join(sorted(MODEL_CLASSES))})")
+        raise ConfigError(unknown_name_message("model", name, MODEL_CLASSES))
     module_name, class_name = MODEL_CLASSES[name].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 

@@ -1,120 +1,117 @@
-"""An ensemble of trained runs: the average of their members' class probabilities.
+"""An ensemble: the average of its members' class probabilities.
 
-`EnsembleModel(members=[run_dir, ...])` follows the same contract as the other models. Its
-`fit` trains nothing: it loads the members' fitted models from their run directories (the
-images it is given are ignored). `save` copies every member's model into `member-<i>/` under
-its own directory, so a saved ensemble survives its member runs being deleted.
+`EnsembleModel(models=[...])` follows the same contract as the other models. With
+`prefit=True` its members are models already fitted (for example loaded from runs, see
+`mnistlab.experiment.ensemble_runs`) and `fit` trains nothing; otherwise `fit` trains a clone
+of each member, as scikit-learn's soft `VotingClassifier` does. `save` writes every member's
+model into `member-<i>/` under its own directory, so a saved ensemble stands alone.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
-from sklearn.exceptions import NotFittedError
+from sklearn.base import BaseEstimator, clone
 
 from mnistlab.errors import ConfigError, RunError
-from mnistlab.models._saved import (empty_save_directory, read_model_document,
-                                    write_model_document)
+from mnistlab.models._saved import empty_save_directory, read_model_document, write_model_document
+from mnistlab.models.base import (
+    Boolean,
+    Option,
+    OptionsMixin,
+    ProbabilisticClassifierMixin,
+    check_fitted,
+)
 
 ENSEMBLE_FILE = "ensemble.json"
 
 
-def check_member_runs(members: Sequence[str | Path]) -> dict:
-    """Check that `members` are completed runs on the same classes; return what they share.
-
-    Returns `{"dataset", "class_names", "limit_test", "models"}` from the members' saved
-    configurations. Raises `RunError` naming the first run that is missing, not a run, not
-    completed, or on other class names than the first.
-    """
-    from mnistlab.runs import load_run
-
-    if not members:
-        raise RunError("an ensemble needs at least one member run")
-    shared = None
-    models = []
-    for member in members:
-        run = load_run(Path(member))
-        if run.status != "completed":
-            raise RunError(f"{member} is a {run.status} run and has no model to load")
-        class_names = run.config.get("data", {}).get("class_names")
-        models.append(run.info.get("model"))
-        if shared is None:
-            shared = {"dataset": run.config.get("dataset"), "class_names": class_names,
-                      "limit_test": run.config.get("limit_test")}
-        elif class_names != shared["class_names"]:
-            raise RunError(f"{member} was trained on classes {class_names}, but "
-                           f"{members[0]} on {shared['class_names']}: cannot ensemble them")
-    return {**shared, "models": models}
-
-
-class EnsembleModel(BaseEstimator):
+class EnsembleModel(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator):
     """The average of the member models' `predict_proba` (equal weights).
 
-    `members` are run directories; `seed` and `log_every` are accepted for the common model
-    interface and unused.
+    `models` is a list of models; with `prefit=True` they must be fitted already and are
+    used as they are. `seed` is passed to the clones that `fit` trains (each member gets
+    `seed + i`) when the members have a `seed` setting.
     """
 
-    def __init__(self, *, members: Sequence[str] = (), log_every: int = 50, seed: int = 0):
-        self.members = members
-        self.log_every = log_every
+    model_name = "ensemble"
+    options = {
+        "models": Option(None, "the member models", cli=False),
+        "prefit": Option(Boolean(), "the members are fitted already", cli=False),
+    }
+
+    def __init__(self, *, models: Sequence[Any] = (), prefit: bool = False, seed: int = 0):
+        self.models = models
+        self.prefit = prefit
         self.seed = seed
 
-    def fit(self, X: Any = None, y: Any = None, *, validation_data: tuple | None = None,
-            callback=None) -> EnsembleModel:
-        """Load the member runs' models (nothing is trained; `X` and `y` are ignored)."""
-        from mnistlab.runs import load_model
+    @property
+    def export_formats(self) -> tuple[str, ...]:
+        """TensorFlow formats when every member has a TensorFlow graph."""
+        members = getattr(self, "models_", self.models)
+        if members and all(hasattr(model, "serving_module") for model in members):
+            return ("savedmodel", "tflite", "onnx")
+        return ()
 
-        if isinstance(self.members, (str, Path)):
-            raise ConfigError("members must be a list of run directories, not one path")
-        check_member_runs(self.members)
-        models = []
-        for index, member in enumerate(self.members, start=1):
-            models.append(load_model(Path(member)))
+    @classmethod
+    def check_option_combination(cls, options) -> None:
+        models = options.get("models")
+        if isinstance(models, (str, Path)) or not isinstance(models, Sequence) or not models:
+            raise ConfigError("an ensemble needs a list of at least one member model")
+
+    def fit(self, X: Any = None, y: Any = None, *, validation_data: tuple | None = None,
+            callback: Callable[[int, int, dict | None], None] | None = None
+            ) -> EnsembleModel:
+        """Fit a clone of each member on `(X, y)` (with `prefit`, only check the members)."""
+        self.validate_params()
+        if self.prefit:
+            for model in self.models:
+                check_fitted(model, "classes_")
+            models = list(self.models)
             if callback is not None:
-                callback(index, len(self.members), None)
-        self._set_models(models, [type(model).__name__ for model in models])
+                callback(len(models), len(models), None)
+        else:
+            models = []
+            for index, member in enumerate(self.models):
+                model = clone(member)
+                if "seed" in model.get_params():
+                    model.set_params(seed=self.seed + index)
+                models.append(model.fit(X, y, validation_data=validation_data))
+                if callback is not None:
+                    callback(index + 1, len(self.models), None)
+        self._set_models(models)
         return self
 
-    def _set_models(self, models: list, kinds: list[str]) -> None:
-        self.models_ = models
-        self.member_kinds_ = kinds
+    def _set_models(self, models: list) -> None:
         classes = [np.asarray(model.classes_) for model in models]
         if any(not np.array_equal(c, classes[0]) for c in classes):
             raise RunError("the member models predict different classes: cannot average them")
+        shapes = {tuple(model.image_shape_) for model in models}
+        if len(shapes) > 1:
+            raise RunError(f"the member models take images of different shapes {sorted(shapes)}")
+        self.models_ = models
         self.classes_ = classes[0]
+        self.image_shape_ = tuple(models[0].image_shape_)
+        self.n_features_in_ = models[0].n_features_in_
         self.history_: list[dict] = []
         self.num_steps_ = 0
         self.examples_seen_ = 0
 
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "models_"):
-            raise NotFittedError("this EnsembleModel is not fitted yet: call fit or load")
-
     def predict_proba(self, X: Any) -> np.ndarray:
         """The members' probabilities averaged, float32 (N, classes); rows sum to 1."""
-        self._check_fitted()
+        check_fitted(self, "models_")
         total = None
         for model in self.models_:
             probabilities = np.asarray(model.predict_proba(X), np.float64)
             total = probabilities if total is None else total + probabilities
         return (total / len(self.models_)).astype(np.float32)
 
-    def predict(self, X: Any) -> np.ndarray:
-        """The class of highest average probability."""
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def score(self, X: Any, y: Any) -> float:
-        """Accuracy on `(X, y)`."""
-        return float(np.mean(self.predict(X) == np.asarray(y)))
-
     def count_parameters(self) -> int:
         """The members' parameters added up."""
-        self._check_fitted()
+        check_fitted(self, "models_")
         return int(sum(model.count_parameters() for model in self.models_))
 
     def serving_module(self):
@@ -124,20 +121,19 @@ class EnsembleModel(BaseEstimator):
         """
         import tensorflow as tf
 
-        self._check_fitted()
-        for model in self.models_:
-            if not hasattr(model, "serving_module"):
-                raise ConfigError(f"cannot export this ensemble: its member "
-                                  f"{type(model).__name__} has no TensorFlow graph "
-                                  f"(only mlp and cnn members can be exported together)")
+        check_fitted(self, "models_")
+        if not self.export_formats:
+            raise ConfigError("cannot export this ensemble: a member has no TensorFlow graph "
+                              "(only softmax, mlp and cnn members can be exported together)")
         parts = [model.serving_module() for model in self.models_]
+        image_shape = list(self.image_shape_)
 
         class EnsembleServing(tf.Module):
             def __init__(self):
                 super().__init__(name="mnistlab_ensemble")
                 self.parts = parts
 
-            @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8,
+            @tf.function(input_signature=[tf.TensorSpec([None, *image_shape], tf.uint8,
                                                         name="images")])
             def serve(self, images):
                 total = tf.add_n([part.serve(images)["probabilities"] for part in self.parts])
@@ -147,29 +143,16 @@ class EnsembleModel(BaseEstimator):
 
     # ----------------------------------------------------------------------------- storage
     def save(self, directory: str | Path) -> None:
-        """Copy every member's `model/` to `member-<i>/` and write `ensemble.json` naming them.
-
-        A member whose run directory is gone (an ensemble loaded and saved again) is saved
-        from memory instead.
-        """
-        from mnistlab.models import MODEL_CLASSES
-
-        self._check_fitted()
+        """Save every member into `member-<i>/` and write `ensemble.json` naming them."""
+        check_fitted(self, "models_")
         directory = empty_save_directory(directory)
-        class_to_name = {path.split(":")[1]: name for name, path in MODEL_CLASSES.items()}
         entries = []
         for index, model in enumerate(self.models_):
             member_dir = directory / f"member-{index}"
-            source = Path(self.members[index]) / "model" if self.members else None
-            if source is not None and source.is_dir():
-                shutil.copytree(source, member_dir)  # the member's files, bit for bit
-            else:
-                member_dir.mkdir()
-                model.save(member_dir)
-            entries.append({"directory": member_dir.name,
-                            "model": class_to_name[type(model).__name__],
-                            "source": str(self.members[index]) if self.members else None})
-        write_model_document(directory / ENSEMBLE_FILE, "ensemble", members=entries,
+            member_dir.mkdir()
+            model.save(member_dir)
+            entries.append({"directory": member_dir.name, "model": model.model_name})
+        write_model_document(directory / ENSEMBLE_FILE, self.model_name, members=entries,
                              classes=np.asarray(self.classes_).tolist())
 
     @classmethod
@@ -178,11 +161,23 @@ class EnsembleModel(BaseEstimator):
         from mnistlab.models import get_model_class
 
         directory = Path(directory)
-        document = read_model_document(directory / ENSEMBLE_FILE, "ensemble")
-        entries = document["members"]
-        models = [get_model_class(entry["model"]).load(directory / entry["directory"])
-                  for entry in entries]
-        model = cls(members=[entry.get("source") for entry in entries])
-        model._set_models(models, [type(member).__name__ for member in models])
+        document = read_model_document(directory / ENSEMBLE_FILE, cls.model_name)
+        entries = document.get("members")
+        if not isinstance(entries, list) or not entries:
+            raise RunError(f"{directory / ENSEMBLE_FILE} lists no members")
+        models = []
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("directory"), str):
+                raise RunError(f"{directory / ENSEMBLE_FILE} has a damaged member entry")
+            member_dir = (directory / entry["directory"]).resolve()
+            # Members live inside the ensemble's own directory, never elsewhere.
+            if member_dir.parent != directory.resolve() or member_dir == directory.resolve():
+                raise RunError(f"{directory / ENSEMBLE_FILE}: member {entry['directory']!r} "
+                               "is not a directory inside the ensemble")
+            if get_model_class(str(entry.get("model"))) is cls:
+                raise RunError(f"{directory / ENSEMBLE_FILE}: an ensemble cannot hold an "
+                               "ensemble")
+            models.append(get_model_class(str(entry.get("model"))).load(member_dir))
+        model = cls(models=models, prefit=True)
+        model._set_models(models)
         return model
-

@@ -11,8 +11,16 @@ loop can gather its batches from index tensors.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
+
+from mnistlab.errors import ConfigError
+
+# The whole batch order is drawn up front; a plan larger than this many bytes of indices
+# (steps x batch x 4) is refused before it is drawn, so a huge --epochs or --batch-size fails
+# in one line instead of exhausting memory.
+MAX_PLAN_BYTES = 2 * 1024 ** 3
 
 
 def shuffle_buffer_order(
@@ -108,3 +116,76 @@ def epoch_batches(
     sizes = np.full(steps_per_epoch, batch_size, dtype=np.int32)
     sizes[-1] = num_examples - (steps_per_epoch - 1) * batch_size
     return indices.reshape(-1, batch_size), np.tile(sizes, num_epochs)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A whole run's batches: which examples each step sees, and how the steps count.
+
+    `indices` (steps, batch_size) int32 and `sizes` (steps,) int32, the real examples of
+    each batch (a last partial batch of an epoch is padded with index 0). `num_epochs` is
+    set when the run's length was given in epochs.
+    """
+
+    indices: np.ndarray
+    sizes: np.ndarray
+    num_examples: int
+    num_epochs: int | None
+
+    def __post_init__(self):
+        object.__setattr__(self, "_examples_done", np.cumsum(self.sizes, dtype=np.int64))
+
+    @property
+    def total_steps(self) -> int:
+        """The number of training steps."""
+        return len(self.indices)
+
+    def examples_done(self, step: int) -> int:
+        """Examples seen after `step` steps (1-based)."""
+        return int(self._examples_done[step - 1])
+
+    def epoch_of(self, step: int) -> int:
+        """The 1-based epoch that step number `step` belongs to.
+
+        The last step of an epoch-long run may overrun the last epoch by less than a batch;
+        it still belongs to that epoch.
+        """
+        epoch = math.ceil(self.examples_done(step) / self.num_examples)
+        return epoch if self.num_epochs is None else min(epoch, self.num_epochs)
+
+
+def make_batch_plan(num_examples: int, batch_size: int, *, num_steps: int | None,
+                    num_epochs: int | None, repeat: bool, shuffle_buffer: int | None,
+                    rng: np.random.Generator) -> BatchPlan:
+    """Draw a run's batch order, as the tutorial's `tf.data` pipelines would.
+
+    `repeat=True`: `repeat().shuffle(shuffle_buffer).batch(batch_size)`, every batch full,
+    `num_steps` steps or as many as `num_epochs` passes need. `repeat=False`: each epoch
+    `shuffle(shuffle_buffer).batch(batch_size)`, its last partial batch kept; `num_steps`
+    cuts the epochs short. `num_steps`, when given, decides the length; otherwise
+    `num_epochs`. `shuffle_buffer` None or 0 is a full shuffle.
+    """
+    if num_steps is None and num_epochs is None:
+        raise ConfigError("give the length of the run: num_steps or num_epochs")
+    steps_per_epoch = math.ceil(num_examples / batch_size)
+    if repeat:
+        steps = num_steps if num_steps is not None else math.ceil(
+            num_epochs * num_examples / batch_size)
+    else:
+        epochs = num_epochs if num_steps is None else math.ceil(num_steps / steps_per_epoch)
+        steps = epochs * steps_per_epoch
+    planned_bytes = steps * batch_size * 4
+    if planned_bytes > MAX_PLAN_BYTES:
+        raise ConfigError(
+            f"the run's batch plan ({steps:,} steps of {batch_size:,}) would need "
+            f"{planned_bytes / 1024 ** 3:,.1f} GiB of memory (at most "
+            f"{MAX_PLAN_BYTES / 1024 ** 3:.0f} GiB): train for fewer steps or epochs")
+    if repeat:
+        indices = repeated_batches(num_examples, batch_size, steps, shuffle_buffer, rng)
+        sizes = np.full(steps, batch_size, dtype=np.int32)
+        return BatchPlan(indices, sizes, num_examples, None if num_steps else num_epochs)
+    indices, sizes = epoch_batches(num_examples, batch_size, epochs, shuffle_buffer, rng)
+    if num_steps is not None:
+        indices, sizes = indices[:num_steps], sizes[:num_steps]
+        return BatchPlan(indices, sizes, num_examples, None)
+    return BatchPlan(indices, sizes, num_examples, num_epochs)
