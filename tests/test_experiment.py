@@ -36,10 +36,22 @@ def test_forest_run_writes_every_promised_file(toy_dataset, tmp_path):
     assert config["model_config"]["n_estimators"] == 8
     assert "numpy" in config["versions"] and config["data"]["name"] == "toy-dataset"
     assert load_run(result.run_dir).status == "completed"
-    # The entry point, not a model's fit, turns on op determinism for the process.
+
+
+def test_op_determinism_is_turned_on_by_the_entry_point_not_by_fit(toy_dataset, tmp_path,
+                                                                   monkeypatch):
     import tensorflow as tf
 
-    assert tf.config.experimental.is_op_determinism_enabled()
+    from mnistlab.models.softmax import SoftmaxRegression
+
+    calls = []
+    enable = tf.config.experimental.enable_op_determinism
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism",
+                        lambda: (calls.append("enable"), enable())[1])
+    SoftmaxRegression(num_steps=2).fit(toy_dataset.train_images, toy_dataset.train_labels)
+    assert calls == []
+    train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset, progress=False)
+    assert calls == ["enable"]
 
 
 def test_reloaded_model_gives_identical_predictions(toy_dataset, tmp_path):
