@@ -222,18 +222,21 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
             rows = tf.zeros([chunk_steps, 2])
             bad_step = tf.constant(0, tf.int32)
             bad_loss = tf.constant(0.0)
-            for offset in tf.range(count):
-                # Stop at the first non-finite loss, keeping its step number.
-                if bad_step > 0:
-                    break
+            # A `while` loop, not `for offset in tf.range(count)`: XLA takes a range's bound
+            # as a compile-time constant and would compile again for a shorter last chunk.
+            offset = tf.constant(0)
+            while offset < count:
                 batch = batch_indices[offset]
                 loss, accuracy = train_step(tf.gather(images, batch), tf.gather(labels, batch),
                                             first_step + offset)
-                if not tf.math.is_finite(loss):
-                    bad_step = first_step + offset + 1
-                    bad_loss = loss
                 rows = tf.tensor_scatter_nd_update(rows, [[offset]],
                                                    [tf.stack([loss, accuracy])])
+                if not tf.math.is_finite(loss):
+                    # Stop at the first non-finite loss, keeping its step number.
+                    bad_step = first_step + offset + 1
+                    bad_loss = loss
+                    break
+                offset += 1
             return rows, bad_step, bad_loss
 
         return train_chunk
