@@ -202,3 +202,40 @@ def find_runs(root: Path) -> list[Run]:
             continue
         found.append(run)
     return found
+
+
+@dataclass
+class DamagedRun:
+    """A directory that holds a run's files but cannot be read as a run, and why."""
+
+    path: Path
+    problem: str
+
+    @property
+    def status(self) -> str:
+        """Always 'damaged'."""
+        return "damaged"
+
+
+def scan_runs(root: Path) -> list[Run | DamagedRun]:
+    """Every run directory at `root` or below it, sorted by path, as `find_runs` finds them,
+    but with the unreadable ones kept as `DamagedRun`s saying what is wrong. A missing `root`
+    holds no runs; a `root` that is not a directory is a `RunError`."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    if not root.is_dir():
+        raise RunError(f"{root} is not a directory")
+    found: list[Run | DamagedRun] = []
+    for run_file in sorted(root.rglob(RUN_FILE)):
+        if any(part.startswith(".") for part in run_file.relative_to(root).parts):
+            continue  # a staging directory or an old run being replaced
+        try:
+            run = load_run(run_file.parent)
+            config_from_dict({key: value for key, value in run.config.items()
+                              if key not in ("versions", "data")})
+        except (RunError, ConfigError) as error:
+            found.append(DamagedRun(run_file.parent, str(error)))
+            continue
+        found.append(run)
+    return found

@@ -8,14 +8,19 @@ User-facing errors (`MnistlabError`) become one line on stderr and a non-zero ex
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 from mnistlab import __version__
+from mnistlab._quiet import quiet_tensorflow
 from mnistlab.errors import MnistlabError, OptionError
 
 # Command-group modules, in the order they appear in `mnistlab --help`.
-COMMAND_MODULES = ("data", "train", "ensemble", "predict", "export", "serve")
+COMMAND_MODULES = ("data", "train", "runs", "ensemble", "predict", "export", "serve")
+# The width rich is given when output goes to a pipe or a file: wide enough for any line.
+UNWRAPPED_COLUMNS = 1000
 
 
 class _Parser(argparse.ArgumentParser):
@@ -40,21 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
                "  mnistlab COMMAND --help                 # each command's options and examples",
     )
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own log lines (hidden by default)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     subparsers.required = True
     for name in COMMAND_MODULES:
         importlib.import_module(f"mnistlab.cli.{name}").register(subparsers)
+    for command in subparsers.choices.values():
+        # Also accepted after the command, where people type it.
+        with contextlib.suppress(argparse.ArgumentError):
+            command.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="show TensorFlow's own log lines (hidden by default)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    # TensorFlow's C++ start-up messages are noise on a command line; warnings still show.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    # TensorFlow's log lines are noise on a command line: they are silenced before anything
+    # imports TensorFlow (the commands import it lazily), unless --verbose asks for them.
+    quiet_tensorflow(verbose="--verbose" in arguments)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(arguments)
     try:
-        return int(args.func(args) or 0)
+        with _whole_lines_when_redirected():
+            return int(args.func(args) or 0)
     except OptionError as error:
         # Name the flag the user typed (--trees), not the library's option (n_estimators).
         from mnistlab.cli.common import option_flag
@@ -73,6 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _whole_lines_when_redirected() -> Iterator[None]:
+    """Rich wraps what it prints at 80 columns when standard output is not a terminal; a
+    pipe or a file gets whole lines instead (rich reads the width from COLUMNS). A width the
+    user set is kept; progress bars on a terminal take the terminal's (`mnistlab.progress`)."""
+    if "COLUMNS" in os.environ or sys.stdout is None or sys.stdout.isatty():
+        yield
+        return
+    os.environ["COLUMNS"] = str(UNWRAPPED_COLUMNS)
+    try:
+        yield
+    finally:
+        os.environ.pop("COLUMNS", None)
 
 
 if __name__ == "__main__":  # pragma: no cover

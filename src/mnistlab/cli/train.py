@@ -1,4 +1,5 @@
-"""Commands that train and compare models: train, evaluate, runs, compare, reproduce."""
+"""Commands that train and evaluate models: train, evaluate, reproduce (runs and compare are in
+`cli/runs.py`)."""
 
 from __future__ import annotations
 
@@ -51,16 +52,6 @@ def register(subparsers) -> None:
     evaluate.add_argument("run_dir", type=Path, help="a completed run directory")
     evaluate.add_argument("--data-dir", type=Path, default=None,
                           help="where the run's dataset is")
-
-    runs = add_command(subparsers, "runs", help="list runs and their key metrics",
-                       func=run_runs, examples=["mnistlab runs runs/"])
-    runs.add_argument("directory", nargs="?", type=Path, default=Path("runs"),
-                      help="where to look for runs (default runs)")
-
-    compare = add_command(subparsers, "compare", help="compare runs side by side",
-                          func=run_compare, examples=["mnistlab compare runs/a runs/b"])
-    compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
-                         help="run directories to compare")
 
     reproduce = add_command(
         subparsers, "reproduce", help="reproduce the tutorial end to end and write a report",
@@ -136,48 +127,6 @@ def _format(value) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
-
-
-def run_runs(args: argparse.Namespace) -> int:
-    """`mnistlab runs`: a table of the runs under a directory."""
-    from mnistlab.runs import find_runs
-
-    found = find_runs(args.directory)
-    table = Table(title=f"runs under {args.directory}")
-    for column in ("run", "model", "status", "test acc", "test loss", "train s", "params"):
-        table.add_column(column, justify="left" if column in ("run", "model", "status")
-                         else "right")
-    for run in found:
-        metrics = run.metrics
-        table.add_row(str(run.path.relative_to(args.directory)),
-                      run.info.get("preset") or run.info.get("model", "?"), run.status,
-                      _format(metrics.get("test_accuracy")), _format(metrics.get("test_loss")),
-                      _format(metrics.get("train_seconds")), _format(metrics.get("parameters")))
-    Console().print(table if found else f"no runs under {args.directory}")
-    return 0
-
-
-COMPARE_ROWS = ("test_accuracy", "test_loss", "train_seconds", "predict_seconds",
-                "train_examples_per_second", "parameters", "model_bytes")
-
-
-def run_compare(args: argparse.Namespace) -> int:
-    """`mnistlab compare`: runs side by side, one column each."""
-    from mnistlab.runs import load_run
-
-    loaded = [load_run(path) for path in args.run_dirs]
-    table = Table(title="comparison")
-    table.add_column("")
-    for run in loaded:
-        table.add_column(run.path.name, justify="right")
-    table.add_row("model", *[run.info.get("preset") or run.info.get("model", "?")
-                             for run in loaded])
-    table.add_row("status", *[run.status for run in loaded])
-    table.add_row("seed", *[str(run.config.get("seed")) for run in loaded])
-    for key in COMPARE_ROWS:
-        table.add_row(key, *[_format(run.metrics.get(key)) for run in loaded])
-    Console().print(table)
-    return 0
 
 
 def run_reproduce(args: argparse.Namespace) -> int:
