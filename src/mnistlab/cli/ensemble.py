@@ -18,8 +18,11 @@ def register(subparsers) -> None:
                     "set and written as a run directory of model 'ensemble' (config, metrics, "
                     "figures, an empty history), usable by evaluate and predict. The members' "
                     "models are copied into it, so it survives their deletion.",
-        epilog="example:\n"
-               "  mnistlab ensemble runs/cnn-s0 runs/cnn-s1 runs/cnn-s2 --out runs/cnn-ensemble")
+        epilog="examples (three cnn-fast runs, then their ensemble):\n"
+               "  for seed in 0 1 2; do mnistlab train --preset cnn-fast --seed $seed "
+               "--out runs/cnn-fast-s$seed; done\n"
+               "  mnistlab ensemble runs/cnn-fast-s0 runs/cnn-fast-s1 runs/cnn-fast-s2 "
+               "--out runs/cnn-ensemble")
     parser.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",
                         help="completed runs trained on the same classes")
     parser.add_argument("--out", type=Path, default=None,

@@ -22,7 +22,11 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Prepare each image the way MNIST's digits were prepared (grey, ink bright "
                     "on dark, cropped, scaled to 20 px, centred by mass in 28x28) and classify "
-                    "it. Directories are walked for PNG, JPEG, BMP, GIF, TIFF and WebP files.",
+                    "it. Directories are walked for PNG, JPEG, BMP, GIF, TIFF and WebP files. "
+                    "With the images' true classes, from folders named after the classes "
+                    "(my_digits/0/, my_digits/1/, ...: --labels-from-dirs) or from a CSV file "
+                    "of file,label rows (--labels), it reports the accuracy and the confusion "
+                    "matrix instead, and --misclassified draws the images it got wrong.",
         epilog="examples (after `mnistlab reproduce --out runs/reproduction`):\n"
                "  mnistlab predict runs/reproduction/tutorial-rf my_digit.png\n"
                "  mnistlab predict runs/reproduction/tutorial-rf photos/ --top 3 --format json "
@@ -30,9 +34,8 @@ def register(subparsers) -> None:
                "  mnistlab predict runs/reproduction/tutorial-rf seven.jpg --save-inputs seen/"
                "   # what the model saw\n"
                "  mnistlab predict runs/reproduction/tutorial-rf my_digits/ --labels-from-dirs "
-               "--misclassified wrong.png   # my_digits/0/, my_digits/1/, ...\n"
-               "  mnistlab predict runs/reproduction/tutorial-rf photos/ --labels labels.csv"
-               "   # rows: file,label")
+               "--misclassified wrong.png\n"
+               "  mnistlab predict runs/reproduction/tutorial-rf photos/ --labels labels.csv")
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                         help="a completed run directory (from `mnistlab train`)")
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
@@ -49,11 +52,13 @@ def register(subparsers) -> None:
                              "confusion matrix")
     parser.add_argument("--misclassified", type=Path, default=None, metavar="FILE.png",
                         help="with labels, draw the misclassified images into FILE.png")
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table",
+                        help="how to write the results (default table)")
     parser.add_argument("--output", type=Path, default=None, metavar="FILE",
                         help="write the results to FILE instead of the terminal")
     parser.add_argument("--overwrite", action="store_true",
-                        help="allow --output and --save-inputs to replace existing files")
+                        help="allow --output, --save-inputs and --misclassified to replace "
+                             "existing files")
     parser.add_argument("--save-inputs", type=Path, default=None, metavar="DIR",
                         help="write the 28x28 image each file became into DIR")
     parser.set_defaults(func=run_predict)
