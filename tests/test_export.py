@@ -94,3 +94,47 @@ def test_overwrite_only_replaces_an_earlier_export(softmax_run, tmp_path):
     export_run(softmax_run, "savedmodel", first, overwrite=True)
     assert (first / "saved_model.pb").is_file()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["precious", "saved"]
+
+
+@pytest.mark.parametrize("output_format", ["onnx", "tflite"])
+def test_overwrite_never_replaces_an_ordinary_file(softmax_run, tmp_path, capsys,
+                                                   output_format):
+    notes = tmp_path / "notes.txt"
+    for content in (b"my notes\n", b"\x08\x07" + bytes(300), b"", b"1234TFL"):
+        notes.write_bytes(content)
+        code = main(["export", str(softmax_run), "--format", output_format, "--out",
+                     str(notes), "--overwrite"])
+        error = capsys.readouterr().err
+        assert code == 2 and error.count("\n") == 1, error
+        assert f"{notes} is not " in error and error.endswith("; not replacing it\n"), error
+        assert notes.read_bytes() == content
+
+
+def test_overwrite_replaces_what_mnistlab_exported(softmax_run, shapes_run, tmp_path):
+    onnx = export_run(shapes_run, "onnx", tmp_path / "m.onnx")  # the forest's own converter
+    export_run(softmax_run, "onnx", onnx, overwrite=True)  # tf2onnx
+    export_run(softmax_run, "onnx", onnx, overwrite=True)
+    tflite = export_run(softmax_run, "tflite", tmp_path / "m.tflite")
+    export_run(softmax_run, "tflite", tflite, overwrite=True)
+    with pytest.raises(MnistlabError, match="is not a TFLite model; not replacing it"):
+        export_run(softmax_run, "tflite", onnx, overwrite=True)
+    with pytest.raises(MnistlabError, match="is not an ONNX model"):
+        export_run(softmax_run, "onnx", tflite, overwrite=True)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m.onnx", "m.tflite"]
+
+
+def test_overwrite_of_a_savedmodel_needs_mnistlabs_marker_and_nothing_else(softmax_run,
+                                                                           tmp_path):
+    from mnistlab.fileio import MARKER_FILE, read_marker
+
+    saved = export_run(softmax_run, "savedmodel", tmp_path / "saved")
+    assert read_marker(saved)["kind"] == "savedmodel"
+    (saved / "thesis.txt").write_text("years of work")
+    with pytest.raises(MnistlabError, match="holds thesis.txt, which mnistlab did not write; "
+                                            "not replacing it"):
+        export_run(softmax_run, "savedmodel", saved, overwrite=True)
+    (saved / "thesis.txt").unlink()
+    (saved / MARKER_FILE).unlink()  # a SavedModel some other tool wrote
+    with pytest.raises(MnistlabError, match="not a SavedModel mnistlab exported"):
+        export_run(softmax_run, "savedmodel", saved, overwrite=True)
+    assert (saved / "saved_model.pb").is_file()

@@ -1,6 +1,10 @@
 """`mnistlab predict` and the library behind it, on people's own image files."""
 
+import errno
 import json
+import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +153,87 @@ def test_output_into_a_missing_directory_is_one_line(shapes_run, image_folder, t
                     "json", "--output", str(tmp_path / "no" / "such" / "dir.json")])
     error = capsys.readouterr().err
     assert code == 1 and "Traceback" not in error and len(error.strip().splitlines()) == 1
+
+
+# --- files that are not files, and a disk that fills up -------------------------------------
+
+
+@contextmanager
+def no_hang(seconds: int = 20):
+    """Fail instead of waiting forever (reading a named pipe blocks until a writer comes)."""
+    def stop(signal_number, frame):
+        raise AssertionError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("inside_a_folder", [False, True])
+def test_a_named_pipe_is_skipped_in_one_line(shapes_run, image_folder, capsys,
+                                             inside_a_folder):
+    pipe = image_folder / "pipe.png"
+    os.mkfifo(pipe)
+    paths = [image_folder] if inside_a_folder else [image_folder / "one.png", pipe]
+    with no_hang():
+        code = run_cli(["predict", str(shapes_run), *map(str, paths), "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 1  # a file could not be read
+    errors = [line for line in captured.err.splitlines() if "pipe.png" in line]
+    assert errors == [f"mnistlab: {pipe}: not a regular file (a named pipe); skipped"]
+    by_name = {Path(row["path"]).name: row for row in json.loads(captured.out)}
+    assert by_name["one.png"]["prediction"] == "one" and by_name["pipe.png"]["error"]
+
+
+def test_save_inputs_writes_all_or_nothing(shapes_run, image_folder, tmp_path, monkeypatch):
+    from mnistlab import predict
+
+    results = predict_files(load_model(shapes_run), [image_folder], CLASS_NAMES)
+    assert sum(result.ok for result in results) == 2
+    written = []
+    real_fdopen = os.fdopen
+
+    def fdopen_then_fill_the_disk(descriptor, *args, **kwargs):
+        file = real_fdopen(descriptor, *args, **kwargs)
+        written.append(descriptor)
+        if len(written) == 2:  # the second image meets a full disk
+            file.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return file
+
+    monkeypatch.setattr(os, "fdopen", fdopen_then_fill_the_disk)
+    seen = tmp_path / "deep" / "seen"
+    with pytest.raises(OSError, match="No space left"):
+        predict.save_inputs(results, seen)
+    assert not (tmp_path / "deep").exists()  # every folder it made, and every file, is gone
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "mine.txt").write_text("mine")
+    written.clear()
+    with pytest.raises(OSError, match="No space left"):
+        predict.save_inputs(results, tmp_path / "kept")
+    assert [path.name for path in (tmp_path / "kept").iterdir()] == ["mine.txt"]
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert len(predict.save_inputs(results, seen)) == 2
+    assert sorted(path.name for path in seen.iterdir()) == ["0001-zero.png", "0003-one.png"]
+
+
+def test_cli_save_inputs_on_a_full_disk_is_one_line(shapes_run, image_folder, tmp_path,
+                                                    capsys, monkeypatch):
+    real_fdopen = os.fdopen
+
+    def full_for_writing(descriptor, mode="r", *args, **kwargs):
+        if "w" in mode:
+            os.close(descriptor)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fdopen(descriptor, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", full_for_writing)
+    code = run_cli(["predict", str(shapes_run), str(image_folder / "one.png"), "--save-inputs",
+                    str(tmp_path / "seen")])
+    error = capsys.readouterr().err
+    assert code == 1 and error == "mnistlab: error: No space left on device\n", error
+    assert not (tmp_path / "seen").exists()

@@ -10,6 +10,7 @@ pixels on the longer side (20 pixels of digit placed at a sub-pixel offset can t
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -540,3 +541,44 @@ def test_mnist_digits_are_already_prepared(mnist_dir):
     assert np.abs(centres.mean(axis=0) - TARGET_CENTRE_OF_MASS).max() < 0.05
     changes = [difference(prepare_image(image), image) for image in images]
     assert np.median(changes) < 0.05
+
+
+# --- files that are not regular files --------------------------------------------------------
+
+
+def test_load_image_never_reads_what_is_not_a_regular_file(tmp_path):
+    import signal
+    import socket
+
+    def stop(signal_number, frame):
+        raise AssertionError("load_image waited on a special file")
+
+    os.mkfifo(tmp_path / "pipe.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "pipe.png")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "socket.png"))
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(20)
+    try:
+        for name, kind in (("pipe.png", "a named pipe"), ("link.png", "a named pipe"),
+                           ("socket.png", "a socket")):
+            with pytest.raises(ImageError) as caught:
+                load_image(tmp_path / name)
+            assert str(caught.value) == f"{tmp_path / name}: not a regular file ({kind}); skipped"
+        if os.path.exists("/dev/zero"):  # endless: it must not be read either
+            with pytest.raises(ImageError, match="a device"):
+                load_image("/dev/zero")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        server.close()
+
+
+def test_iter_image_files_keeps_special_files_for_one_line_each(tmp_path):
+    draw_digit().save(tmp_path / "a.png")
+    os.mkfifo(tmp_path / "b.png")
+    found = iter_image_files([tmp_path, tmp_path / "b.png"])
+    assert found == [tmp_path / "a.png", tmp_path / "b.png"]
+    with pytest.raises(ImageError, match="named pipe"):
+        load_image(found[1])
+    assert load_image(found[0]).size == draw_digit().size

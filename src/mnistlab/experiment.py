@@ -65,9 +65,20 @@ class RunResult:
 
 
 def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
-    """`runs/<time>-<preset or model>`, unique to the second."""
+    """`runs/<time>-<preset or model>-<6 random hex digits>`, a name no other run has.
+
+    Runs started in the same second, by other processes or containers sharing `runs/`,
+    draw other random digits (from the system, never from the seeded generators); a name
+    that exists already is drawn again. Were two runs ever to draw the same name, the
+    second would be refused when its directory is created, never mixed with the first.
+    """
+    import secrets
+
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{stamp}-{config.preset or config.model}"
+    while True:
+        candidate = Path(root) / f"{stamp}-{config.preset or config.model}-{secrets.token_hex(3)}"
+        if not (candidate.exists() or candidate.is_symlink()):
+            return candidate
 
 
 def split_dataset(dataset, config: TrainConfig) -> Split:

@@ -22,12 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.errors import MnistlabError
-from mnistlab.fileio import write_bytes_atomic
+from mnistlab.fileio import MARKER_FILE, read_marker, write_bytes_atomic, write_marker
 from mnistlab.runs import load_run
 
 FORMATS = ("savedmodel", "onnx", "tflite")
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
+# What a SavedModel directory holds as TensorFlow writes it, and mnistlab's marker.
+SAVEDMODEL_ENTRIES = frozenset({"saved_model.pb", "fingerprint.pb", "variables", "assets",
+                                MARKER_FILE})
+# A TFLite model is a FlatBuffer with this file identifier at bytes 4 to 8.
+TFLITE_IDENTIFIER = b"TFL3"
+# The largest ONNX file read to check it: protobuf's own limit.
+MAX_ONNX_BYTES = 2**31
 
 
 class ExportError(MnistlabError):
@@ -78,14 +85,13 @@ def export_run(run_dir: Path, output_format: str, out: Path, *, overwrite: bool 
     if output_format not in FORMATS:
         raise ExportError(f"unknown export format {output_format!r} (known: {', '.join(FORMATS)})")
     out = Path(out)
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not overwrite:
             raise ExportError(f"{out} already exists (use --overwrite to replace it)")
         # --overwrite replaces an earlier export of the same kind, never anything else.
-        if output_format == "savedmodel" and not (out / "saved_model.pb").is_file():
-            raise ExportError(f"{out} exists and is not a SavedModel; not replacing it")
-        if output_format != "savedmodel" and not out.is_file():
-            raise ExportError(f"{out} exists and is not a file; not replacing it")
+        problem = _not_an_export(out, output_format)
+        if problem is not None:
+            raise ExportError(f"{out} {problem}; not replacing it")
     model = load_model(run_dir)
     model_name = load_run(run_dir).info["model"]
     if output_format not in model.export_formats:
@@ -106,12 +112,49 @@ def export_run(run_dir: Path, output_format: str, out: Path, *, overwrite: bool 
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
         try:
             _save_savedmodel(module, staging / "model")
+            write_marker(staging / "model", "savedmodel")
             if out.exists():
                 os.replace(out, staging / "old")
             os.replace(staging / "model", out)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _not_an_export(out: Path, output_format: str) -> str | None:
+    """Why `out` is not something mnistlab exported as `output_format` (and so must not be
+    replaced), or None when it is: a SavedModel directory with mnistlab's marker and only
+    TensorFlow's files beside it; a TFLite file with the TFLite identifier; an ONNX model
+    that takes `images` and gives `probabilities`, as every export does."""
+    if output_format == "savedmodel":
+        if out.is_symlink() or not out.is_dir():
+            return "is not a directory"
+        if not (out / "saved_model.pb").is_file():
+            return "is not a SavedModel (it has no saved_model.pb)"
+        marker = read_marker(out)
+        if marker is None or marker["kind"] != "savedmodel":
+            return f"is not a SavedModel mnistlab exported (it has no {MARKER_FILE} marker)"
+        foreign = sorted(entry.name for entry in out.iterdir()
+                         if entry.name not in SAVEDMODEL_ENTRIES)
+        return f"holds {foreign[0]}, which mnistlab did not write" if foreign else None
+    if out.is_symlink() or not out.is_file():
+        return "is not a file"
+    if output_format == "tflite":
+        with open(out, "rb") as file:
+            head = file.read(8)
+        return None if head[4:8] == TFLITE_IDENTIFIER else "is not a TFLite model"
+    if out.stat().st_size > MAX_ONNX_BYTES:
+        return "is not an ONNX model (too large)"
+    onnx = _require("onnx")
+    try:
+        graph = onnx.load_model_from_string(out.read_bytes()).graph
+        inputs = [value.name for value in graph.input]
+        outputs = [value.name for value in graph.output]
+    except Exception:  # protobuf raises several kinds on bytes that are not a model
+        return "is not an ONNX model"
+    if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:
+        return "is not an ONNX model mnistlab exported"
+    return None
 
 
 def load_exported(path: Path, output_format: str) -> Callable[[np.ndarray], np.ndarray]:
@@ -138,8 +181,13 @@ def load_exported(path: Path, output_format: str) -> Callable[[np.ndarray], np.n
 
             warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
             Interpreter = tf.lite.Interpreter
-        interpreter = Interpreter(model_path=str(path))
-        runner = interpreter.get_signature_runner("serving_default")
+        from mnistlab._quiet import quiet_native_output
+
+        with quiet_native_output():  # the interpreter announces XNNPACK on allocation
+            interpreter = Interpreter(model_path=str(path))
+            interpreter.allocate_tensors()
+            runner = interpreter.get_signature_runner("serving_default")
+            runner.get_input_details()
         return lambda images: runner(**{INPUT_NAME: images})[OUTPUT_NAME]
     raise ExportError(f"unknown export format {output_format!r}")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mnistlab.errors import MnistlabError
-from mnistlab.fileio import write_bytes_atomic
+from mnistlab.fileio import publish_mode
 
 
 @dataclass
@@ -52,7 +52,12 @@ def predict_files(model, paths: Sequence[Path], class_names: Sequence[str],
             results.append(FilePrediction(path, error=message))
     prepared = [result for result in results if result.ok]
     if prepared:
-        probabilities = model.predict_proba(np.stack([result.image for result in prepared]))
+        images = np.stack([result.image for result in prepared])  # (N, 28, 28)
+        try:
+            probabilities = model.predict_proba(images)
+        except ValueError as error:  # a model fitted on images of another shape
+            raise MnistlabError(f"the model cannot classify {images.shape[1]}x"
+                                f"{images.shape[2]} images: {error}") from None
         top_k = min(top_k, probabilities.shape[1])
         for result, row in zip(prepared, probabilities):
             order = np.argsort(-row, kind="stable")[:top_k]
@@ -64,24 +69,50 @@ def save_inputs(results: Sequence[FilePrediction], directory: Path,
                 overwrite: bool = False) -> list[Path]:
     """Write the 28x28 image each file became as `<index>-<name>.png` in `directory`.
 
-    Existing files are refused (before anything is written) unless `overwrite`.
+    Existing files are refused (before anything is written) unless `overwrite`. All or
+    nothing: every image is written to a temporary file first, and only when all of them
+    are written (a full disk fails here) are they renamed into place; on a failure the
+    temporary files, and `directory` if this call created it, are removed.
     """
+    import os
+    import tempfile
+
     from PIL import Image
 
     directory = Path(directory)
     targets = [(directory / f"{index:04d}-{result.path.stem}.png", result)
                for index, result in enumerate(results) if result.image is not None]
-    taken = [target for target, _ in targets if target.exists()]
+    taken = [target for target, _ in targets if target.exists() or target.is_symlink()]
     if taken and not overwrite:
         raise MnistlabError(f"{taken[0]} already exists (use --overwrite to replace it)")
+    folders = [target for target in taken if target.is_dir()]
+    if folders:
+        raise MnistlabError(f"{folders[0]} is a directory; not replacing it")
+    created = [parent for parent in (directory, *directory.parents) if not parent.exists()]
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for target, result in targets:
-        buffer = io.BytesIO()
-        Image.fromarray(result.image).save(buffer, format="PNG")
-        write_bytes_atomic(target, buffer.getvalue())
-        written.append(target)
-    return written
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for target, result in targets:
+            buffer = io.BytesIO()
+            Image.fromarray(result.image).save(buffer, format="PNG")
+            handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.",
+                                                 suffix=".tmp")
+            staged.append((Path(temporary), target))
+            with os.fdopen(handle, "wb") as file:
+                file.write(buffer.getvalue())
+            publish_mode(Path(temporary))
+        for temporary, target in staged:
+            os.replace(temporary, target)
+    except BaseException:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        for folder in created:  # innermost first; only the empty ones this call made
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return [target for target, _ in targets]
 
 
 def format_results(results: Sequence[FilePrediction], output_format: str) -> str:

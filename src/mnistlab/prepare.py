@@ -94,12 +94,14 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     downscaled to it. The result's mode is "L", "LA", "RGB" or "RGBA" for 8-bit data and
     "F" (values in [0, 1]) for 16- and 32-bit data.
 
-    Raises `ImageError`, naming the file, when it is missing, not an image, truncated or
-    larger than `MAX_PIXELS`.
+    Raises `ImageError`, naming the file, when it is missing, not a regular file (a named
+    pipe, a device, a directory: never read, so never waited on), not an image, truncated
+    or larger than `MAX_PIXELS`.
     """
     path = Path(path)
+    file = _open_regular_file(path)
     try:
-        with Image.open(path) as opened:
+        with file, Image.open(file) as opened:
             opened.seek(0)  # the first frame of an animated GIF, WebP or multi-page TIFF
             # JPEG can decode at 1/2, 1/4 or 1/8 scale directly, which is far cheaper.
             opened.draft(opened.mode, (MAX_LOADED_SIDE, MAX_LOADED_SIDE))
@@ -112,12 +114,10 @@ def load_image(path: str | os.PathLike) -> Image.Image:
             opened.load()
             image = ImageOps.exif_transpose(opened)
             image = _normalise_mode(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a readable image (unknown or damaged format)") from None
+    except Image.DecompressionBombError as error:
         raise ImageError(f"{path}: not a readable image ({_one_line(error)})") from None
-    except FileNotFoundError:
-        raise ImageError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image file") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:
         # Pillow reports truncated and corrupt data as any of these.
         raise ImageError(f"{path}: corrupt or unsupported image ({_one_line(error)})") from None
@@ -239,6 +239,47 @@ def _one_line(error: BaseException) -> str:
     """An exception's message on one line, with its type when the message is empty."""
     text = " ".join(str(error).split())
     return text or type(error).__name__
+
+
+def _open_regular_file(path: Path):
+    """Open `path` for binary reading if it is a regular file; `ImageError` naming it
+    otherwise.
+
+    A named pipe would block a reader forever and a device can be endless, so neither is
+    read: the file is opened without waiting (O_NONBLOCK, which regular files ignore) and
+    its type is checked on the open file, so that a path swapped after a check cannot slip
+    through.
+    """
+    import stat
+
+    kinds = ((stat.S_ISDIR, "is a directory, not an image file"),
+             (stat.S_ISFIFO, "not a regular file (a named pipe); skipped"),
+             (stat.S_ISSOCK, "not a regular file (a socket); skipped"),
+             (stat.S_ISCHR, "not a regular file (a device); skipped"),
+             (stat.S_ISBLK, "not a regular file (a device); skipped"))
+
+    def refuse_unless_regular(mode: int) -> None:
+        if not stat.S_ISREG(mode):
+            problem = next((text for test, text in kinds if test(mode)),
+                           "not a regular file; skipped")
+            raise ImageError(f"{path}: {problem}")
+
+    try:
+        refuse_unless_regular(os.stat(path).st_mode)  # a socket cannot even be opened
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                             | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise ImageError(f"{path}: file not found") from None
+    except OSError as error:
+        raise ImageError(f"{path}: cannot be read ({error.strerror or error})") from None
+    try:
+        refuse_unless_regular(os.fstat(descriptor).st_mode)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(descriptor, True)
+        return os.fdopen(descriptor, "rb")
+    except BaseException:
+        os.close(descriptor)
+        raise
 
 
 def _walk_images(directory: Path) -> list[Path]:

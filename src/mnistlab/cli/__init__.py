@@ -82,8 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         # A path the user named cannot be written or read (a file where a directory was
         # expected, no permission, a full disk): one line, nothing half-written.
-        where = f"{error.filename}: " if error.filename else ""
-        print(f"mnistlab: error: {where}{error.strerror or error}", file=sys.stderr)
+        print(f"mnistlab: error: {_os_error_line(error)}", file=sys.stderr)
+        if argv is None and _raised_in_h5py(error):
+            # HDF5 cannot close a file whose write failed (a full disk), tries again when
+            # the process exits, and crashes it there. What the command wrote is discarded
+            # and the cause said: end the process without the libraries' exit handlers.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
+        return 1
+    except Exception as error:
+        # TensorFlow's checkpoint and SavedModel writers report a full disk (and its
+        # allocator exhausted memory) as ResourceExhaustedError, which is no OSError.
+        line = _resource_error_line(error)
+        if line is None:
+            raise
+        print(f"mnistlab: error: {line}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("mnistlab: interrupted", file=sys.stderr)
@@ -103,6 +117,85 @@ def _whole_lines_when_redirected() -> Iterator[None]:
         yield
     finally:
         os.environ.pop("COLUMNS", None)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _os_error_line(error: OSError) -> str:
+    """One line, "<file>: <reason>". h5py reports a full disk as an OSError whose text is a
+    many-line report: its errno says it in words, and the report names the file."""
+    reason = error.strerror or str(error)
+    if error.errno and ("\n" in reason or len(reason) > 200):
+        reason = os.strerror(error.errno)
+    filename = error.filename
+    if filename is None:
+        import re
+
+        named = re.search(r"filename = '([^']+)'", str(error))
+        filename = named.group(1) if named else None
+    return _one_line(f"{filename}: {reason}" if filename else reason)
+
+
+def _resource_error_line(error: Exception) -> str | None:
+    """TensorFlow's ResourceExhaustedError ("{{function_node ...}} <file>; No space left on
+    device [Op:SaveV2]") as "<file>: No space left on device"; None for any other error.
+    TensorFlow is only looked at when a command has imported it already."""
+    errors = getattr(sys.modules.get("tensorflow"), "errors", None)
+    if errors is None or not isinstance(error, errors.ResourceExhaustedError):
+        return None
+    import re
+
+    text = _one_line(str(getattr(error, "message", "") or error), limit=10_000)
+    text = re.sub(r"^\{\{.*?\}\}\s*", "", text)
+    text = re.sub(r"\s*\[Op:\w+\]$", "", text)
+    where, _, reason = text.rpartition("; ")
+    return _one_line(f"{where}: {reason}" if where and reason else text)
+
+
+def _raised_in_h5py(error: BaseException) -> bool:
+    """Whether `error` came from inside h5py (its frames are in the traceback)."""
+    traceback = error.__traceback__
+    while traceback is not None:
+        if "h5py" in traceback.tb_frame.f_code.co_filename:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
+def _drop_h5py_destructor_echoes() -> None:
+    """Keep a failed Keras weights write (a full disk) to one line.
+
+    h5py reports the failed write as an OSError, which `main` prints in one line; but the
+    objects that die while that error unwinds report it again from their destructors, each
+    as a traceback printed through `sys.excepthook` and an "Exception ignored" notice through
+    `sys.unraisablehook`. Those echoes, and only those, are dropped; every other exception
+    reaches the hooks that were installed before.
+    """
+    previous_excepthook, previous_unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def from_h5py(traceback) -> bool:
+        while traceback is not None:
+            if "h5py" in traceback.tb_frame.f_code.co_filename:
+                return True
+            traceback = traceback.tb_next
+        return False
+
+    def excepthook(kind, value, traceback) -> None:
+        if not (kind is RuntimeError and from_h5py(traceback)):
+            previous_excepthook(kind, value, traceback)
+
+    def unraisablehook(unraisable) -> None:
+        where = unraisable.object
+        if not (isinstance(where, str) and where.startswith("h5py.")):
+            previous_unraisablehook(unraisable)
+
+    sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+_drop_h5py_destructor_echoes()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -30,14 +30,23 @@ def write_model_document(path: Path, model_name: str, **content) -> None:
 
 
 def read_model_document(path: Path, model_name: str) -> dict:
-    """Read a document written by `write_model_document` for `model_name`; `RunError` if it
-    is missing, broken, or belongs to another model or format version."""
+    """Read a document written by `write_model_document` for `model_name`, checked against
+    its schema (`mnistlab.records.model_document_schema`: settings an object, classes a
+    list, the image shape positive whole numbers, ...); `RunError` in one line if it is
+    missing, broken, damaged, or belongs to another model or format version."""
+    from mnistlab.records import (
+        check_record,
+        model_document_schema,
+        parse_json,
+        read_record_text,
+    )
+
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise RunError(f"cannot read {path}: {error}") from error
+        document = parse_json(read_record_text(path), path)
+    except RunError as error:
+        raise RunError(f"cannot read {path}: {str(error).removeprefix(f'{path} ')}") from None
     if (not isinstance(document, dict) or document.get("model") != model_name
             or document.get("format_version") != FORMAT_VERSION):
         raise RunError(f"{path} is not a saved {model_name} model of format {FORMAT_VERSION}")
-    return document
+    return check_record(model_document_schema(model_name), document, path)
