@@ -18,7 +18,7 @@ from mnistlab._quiet import quiet_tensorflow
 from mnistlab.errors import MnistlabError, OptionError
 
 # Command-group modules, in the order they appear in `mnistlab --help`.
-COMMAND_MODULES = ("data", "train", "runs", "ensemble", "predict", "export", "serve")
+COMMAND_MODULES = ("data", "train", "runs", "ensemble", "predict", "export", "serve", "sweep")
 # The width rich is given when output goes to a pipe or a file: wide enough for any line.
 UNWRAPPED_COLUMNS = 1000
 
