@@ -156,7 +156,7 @@ def report_tally():
 
 # ------------------------------------------------------------------------------ damaging JSON
 
-SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+SCALARS = (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.integers(-10**400, 10**400)
            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12))
 JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=4),

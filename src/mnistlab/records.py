@@ -8,10 +8,12 @@ small declarative schema: its fields, which of them are required, and each one's
 range. `check_record` walks a record against its schema before any code uses a value, and
 raises `RunError` naming the file and the first bad field, in one line:
 
-    runs/a/config.json: data.class_names must be a list of 10 items, got a number (3)
+    runs/a/config.json: limit_test must be a whole number from 1 to 1,000,000,000 or
+    null, got a text ('10')
 
-Lengths that depend on the run are names looked up in a context: `ListOf(Text(),
-length="classes")` is a list with one item per class of the run being read.
+Lengths that depend on the run are names looked up in a context: `ListOf(Whole(),
+length="classes")` is a list with one item per class of the run being read (a row of its
+confusion matrix), the classes its config.json names.
 """
 
 from __future__ import annotations
@@ -86,6 +88,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """A finite number that a float can hold (JSON's integers have no size limit)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 # ------------------------------------------------------------------------------ the specs
 
 
@@ -131,9 +141,9 @@ class Number:
     finite: bool = True
 
     def check(self, value: Any, where: str, context: Mapping[str, Any]) -> None:
-        if _is_number(value) and not self.finite and not math.isfinite(value):
-            return
-        if (not _is_number(value) or not math.isfinite(value) or value < self.low
+        if not self.finite and isinstance(value, float) and not math.isfinite(value):
+            return  # NaN or an infinity, where they are allowed
+        if (not _is_number(value) or not _is_finite(value) or value < self.low
                 or value > self.high or (self.high_open and value == self.high)):
             raise _Problem(where, f"must be {self._range()}, got {describe_value(value)}")
 
@@ -253,14 +263,14 @@ class Record:
     """A JSON object with named fields (a spec, or a `Field` for an optional one).
 
     Fields not named are refused when `closed`; otherwise they are allowed, and checked
-    against `rest` when it is given. `keys` names a context entry that the object's keys
-    must equal (as a set): `per_class` holds one entry per class name.
+    against `rest` when it is given. `length` names a context entry that the number of
+    entries must equal: `per_class` holds one entry per class.
     """
 
     fields: Mapping[str, Any] = field(default_factory=dict)
     closed: bool = False
     rest: Any = None
-    keys: str | None = None
+    length: str | None = None
 
     def check(self, value: Any, where: str, context: Mapping[str, Any]) -> None:
         if not isinstance(value, dict):
@@ -278,13 +288,10 @@ class Record:
                 raise _Problem(where, f"has an unknown field {name!r}")
             if self.rest is not None:
                 self.rest.check(item, _join(where, name), context)
-        keys = context.get(self.keys) if self.keys else None
-        if keys is not None and set(value) != set(keys):
-            missing = sorted(set(keys) - set(value))
-            extra = sorted(set(value) - set(keys))
-            detail = (f"lacks {missing[0]!r}" if missing else f"has {extra[0]!r}, which is not "
-                      "a class")
-            raise _Problem(where, f"must have one entry per class, but {detail}")
+        length = context.get(self.length) if self.length else None
+        if length is not None and len(value) != length:
+            raise _Problem(where, f"must have {length} entries, one per class, got "
+                                  f"{len(value)}")
 
 
 def _model_names() -> tuple[str, ...]:
@@ -345,7 +352,7 @@ METRICS = Record({
     "test_examples": optional(Whole()),
     "val_accuracy": optional(FRACTION),
     "val_loss": optional(Number(0.0)),
-    "per_class": optional(Record(rest=CLASS_SCORES, keys="class_names")),
+    "per_class": optional(Record(rest=CLASS_SCORES, length="classes")),
     "confusion_matrix": optional(ListOf(ListOf(Whole(), length="classes"), length="classes")),
     "train_seconds": optional(SECONDS),
     "predict_seconds": optional(SECONDS),

@@ -58,8 +58,10 @@ RUN_FILES = frozenset({RUN_FILE, CONFIG_FILE, METRICS_FILE, HISTORY_CSV, HISTORY
                        "curves.png", "predictions.png", "confusion_matrix.png",
                        "misclassified.png", "weights.png"})
 RUN_FOLDERS = frozenset({MODEL_DIR, "checkpoints", "tensorboard"})
-# A reproduction directory: its report, and run directories (any name).
-REPRODUCTION_FILES = frozenset({"summary.json", "report.html", "report.md"})
+# A reproduction directory: its report, what it was asked to do (for --resume), and run
+# directories (any name).
+REPRODUCTION_FILES = frozenset({"summary.json", "report.html", "report.md", "reproduce.json"})
+REPORT_FIGURES = "figures"  # the report's figures (report.REPORT_FIGURES_DIR)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -124,6 +126,9 @@ def _foreign_entry(directory: Path, kind: str) -> str | None:
         if kind == "run":
             known = (name in RUN_FILES and entry.is_file() and not entry.is_symlink()) or (
                 name in RUN_FOLDERS and entry.is_dir() and not entry.is_symlink())
+        elif name == REPORT_FIGURES and entry.is_dir() and not entry.is_symlink():
+            # the report's own figures: PNG files only
+            known = all(item.suffix == ".png" and item.is_file() for item in entry.iterdir())
         elif entry.is_dir() and not entry.is_symlink():  # a reproduction's run directory
             inner = _foreign_entry(entry, "run")
             if inner is not None:
@@ -168,15 +173,16 @@ def check_run_target(run_dir: Path, overwrite: bool, marker: str | None = None) 
                        "replacing it")
 
 
-def create_run_dir(run_dir: Path, overwrite: bool = False) -> Path:
-    """Create a run directory in place, marked as mnistlab's, for a run written where it
-    stands (rather than staged by `StagedRun`); an old run is removed first when
-    `overwrite` allows it (`check_run_target`). The directory's creation is atomic: if
-    another process creates it first, this one gets `RunError`, never a shared directory.
+def create_run_dir(run_dir: Path, overwrite: bool = False, marker: str | None = None) -> Path:
+    """Create a run directory (or, with `marker`, a reproduction directory) in place,
+    marked as mnistlab's, for output written where it stands rather than staged by
+    `StagedRun`; an old one is removed first when `overwrite` allows it
+    (`check_run_target`). The creation is atomic: if another process creates the directory
+    first, this one gets `RunError`, never a shared directory.
     """
     run_dir = Path(run_dir)
     if run_dir.exists() or run_dir.is_symlink():
-        check_run_target(run_dir, overwrite)
+        check_run_target(run_dir, overwrite, marker)
         shutil.rmtree(run_dir)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -185,7 +191,7 @@ def create_run_dir(run_dir: Path, overwrite: bool = False) -> Path:
         raise RunError(f"{run_dir} was just created by another process; not sharing "
                        "it") from None
     publish_mode(run_dir, directory=True)
-    write_marker(run_dir, "run")
+    write_marker(run_dir, _kind(marker))
     return run_dir
 
 
@@ -274,7 +280,7 @@ def load_run(run_dir: Path) -> Run:
                        f"says {config['model']!r}")
     run = Run(run_dir, info, config, {}, [])
     # The metrics hold one row and one entry per class the run was trained on.
-    context = {"classes": len(run.class_names), "class_names": run.class_names}
+    context = {"classes": len(run.class_names)}
     metrics_path = run_dir / METRICS_FILE
     if metrics_path.exists() or metrics_path.is_symlink():
         run.metrics = read_record(metrics_path, METRICS, context)
