@@ -123,7 +123,7 @@ def test_train_has_a_flag_for_every_model_option(capsys):
            "mlp, cnn: 128)" in help_text
 
 
-@pytest.mark.slow  # four trainings and their 18 figures: about 7 s
+@pytest.mark.slow  # seven trainings and their figures: about 10 s
 def test_reproduce_on_a_tiny_subset_writes_every_promised_file(toy_dataset_dir, tmp_path,
                                                                capsys):
     out = tmp_path / "repro"
@@ -135,14 +135,16 @@ def test_reproduce_on_a_tiny_subset_writes_every_promised_file(toy_dataset_dir, 
     summary = json.loads((out / "summary.json").read_text())
     assert set(table_rows(output)) >= {"tutorial-rf", "tutorial-v1", "tutorial-v2", "tutorial-v3"}
     names = [item["name"] for item in summary["models"]]
-    assert names == ["tutorial-rf", "tutorial-v1", "tutorial-v2", "tutorial-v3"]
+    assert names == ["tutorial-rf", "tutorial-v1", "tutorial-v1-as-written", "tutorial-v2",
+                     "tutorial-v2-as-written", "tutorial-v3", "tutorial-v3-as-written"]
     for item in summary["models"]:
         run = out / item["run_dir"]
         metrics = json.loads((run / "metrics.json").read_text())
         assert item["test_accuracy"] == metrics["test_accuracy"]
         # The toy classes are separable; v3 makes only 10 steps here (one batch of 300 an
         # epoch), from the tutorial's random-normal init, so its floor is well above chance.
-        assert item["test_accuracy"] >= (0.3 if item["name"] == "tutorial-v3" else 0.9)
+        assert item["test_accuracy"] >= (0.3 if item["name"].startswith("tutorial-v3")
+                                         else 0.9)
         assert metrics["test_examples"] == 100
         assert (run / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (run / "confusion_matrix.png").exists() and (run / "misclassified.png").exists()

@@ -216,4 +216,5 @@ def test_check_member_runs_reports_the_shared_dataset(member_runs):
 
 def test_ensemble_help_has_an_example(capsys):
     assert run_cli(["ensemble", "--help"]) == 0
-    assert "example:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "examples" in out and "mnistlab ensemble runs/cnn-fast-s0" in out

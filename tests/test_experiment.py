@@ -86,7 +86,7 @@ def test_existing_run_directory_is_refused_before_training(toy_dataset, tmp_path
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 1
 
 
-def test_failure_during_training_leaves_nothing_behind(toy_dataset, tmp_path, monkeypatch):
+def test_failure_during_training_leaves_a_failed_run(toy_dataset, tmp_path, monkeypatch):
     from mnistlab.models import forest
 
     def explode(self, *args, **kwargs):
@@ -96,7 +96,11 @@ def test_failure_during_training_leaves_nothing_behind(toy_dataset, tmp_path, mo
     with pytest.raises(RuntimeError):
         train_and_evaluate(forest_config(), tmp_path / "run", dataset=toy_dataset,
                            progress=False)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["toy-dataset"]
+    run = load_run(tmp_path / "run")
+    assert run.status == "failed" and "boom" in run.info["error"]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    with pytest.raises(RunError):
+        load_model(tmp_path / "run")  # nothing takes it for a finished run
 
 
 def test_diverged_training_is_recorded_as_a_failed_run(toy_dataset, tmp_path, monkeypatch):

@@ -119,7 +119,7 @@ def test_predictions_follow_the_classifier_contract(fitted, test_data):
     np.testing.assert_array_equal(model.predict(images), np.argmax(probabilities, axis=1))
     assert model.score(images, labels) == np.mean(model.predict(images) == labels)
     assert model.score(images, labels) >= 0.9  # the bands are easy to separate
-    assert 0 < model.loss(images, labels) < 1
+    assert 0 < model.cross_entropy(images, labels) < 1
     assert model.count_parameters() == 7850 == model.weights_.size + model.bias_.size
     assert model.weights_.shape == (784, 10)
     assert type(model.weights_) is np.ndarray and type(model.bias_) is np.ndarray
@@ -228,9 +228,9 @@ def test_record_is_the_current_batch_after_the_update(train_data, test_data):
     model.fit(images, labels, validation_data=test_data)
     record = model.history_[-1]
     assert record["step"] == 2
-    assert record["train_loss"] == pytest.approx(model.loss(images, labels), rel=1e-4)
+    assert record["train_loss"] == pytest.approx(model.cross_entropy(images, labels), rel=1e-4)
     assert record["train_accuracy"] == pytest.approx(model.score(images, labels))
-    assert record["val_loss"] == pytest.approx(model.loss(*test_data), rel=1e-4)
+    assert record["val_loss"] == pytest.approx(model.cross_entropy(*test_data), rel=1e-4)
     assert record["val_accuracy"] == pytest.approx(model.score(*test_data))
 
 

@@ -94,6 +94,19 @@ PRESETS: dict[str, Preset] = {
     "tutorial-v3": Preset(
         "softmax", "Tutorial v3: 10 epochs of batch 300, shuffle buffer 5000, Adam 0.01.",
         {"batch_size": 300, "init": "normal"}, 0.9103),
+    "tutorial-v1-as-written": Preset(
+        "softmax", "Tutorial v1 as its cells are written: the loss is the log of "
+                   "probabilities clipped to [1e-9, 1] instead of a cross-entropy from logits.",
+        {"num_steps": 4000, "repeat": True, "init": "normal", "loss": "clipped"}, 0.9031),
+    "tutorial-v2-as-written": Preset(
+        "softmax", "Tutorial v2 as its cells are written: a new Adam optimizer at every step "
+                   "(so every update is Adam's first, about 0.01 times the gradient's sign) "
+                   "and Keras' cross-entropy of clipped probabilities.",
+        {"init": "normal", "loss": "clipped-keras", "fresh_optimizer": True}, 0.9149),
+    "tutorial-v3-as-written": Preset(
+        "softmax", "Tutorial v3 as its cells are written: the loss is the log of "
+                   "probabilities clipped to [1e-9, 1].",
+        {"batch_size": 300, "init": "normal", "loss": "clipped"}, 0.9103),
     "softmax-best": Preset(
         "softmax", "The best linear classifier found (chosen on a 50k/10k validation split): "
                    "zeros init, Adam 0.003 with cosine decay, batch 256, full shuffle, "

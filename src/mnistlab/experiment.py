@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,16 +32,24 @@ from mnistlab.runs import (
     METRICS_FILE,
     MODEL_DIR,
     RUN_FILE,
-    StagedRun,
     check_run_target,
+    create_run_dir,
     load_model,
     load_run,
+    read_json,
     write_history,
     write_json,
 )
 from mnistlab.training.seeding import enable_determinism
 
 SUMMARY_FILE = "summary.json"
+CHECKPOINT_DIR = "checkpoints"
+# What `reproduce` was asked to do, so that `reproduce --resume` can finish it.
+REPRODUCE_FILE = "reproduce.json"
+# Models whose runs write TensorBoard events (those with a training history).
+EVENT_MODELS = ("softmax", "mlp", "cnn")
+# Models whose loop runs on tf.distribute strategies.
+DISTRIBUTED_MODELS = ("softmax", "mlp", "cnn")
 
 
 @dataclass
@@ -62,6 +73,7 @@ class RunResult:
     metrics: dict
     history: list[dict]
     model: Any
+    resumed: bool = False  # `resume_run` of a run that was already completed: False
 
 
 def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
@@ -170,79 +182,217 @@ def _build(config: TrainConfig):
 
 def train_and_evaluate(config: TrainConfig, run_dir: Path | None = None, *,
                        data_dir: Path | None = None, dataset=None, overwrite: bool = False,
-                       progress: bool = True) -> RunResult:
+                       progress: bool = True, checkpoints: bool = True,
+                       checkpoint_every: int | None = None, strategy: str = "default",
+                       devices: int | None = None) -> RunResult:
     """Train `config`'s model, evaluate it on the test set, and write a run directory.
 
     `dataset` (a loaded `Dataset`) skips loading; otherwise `config.dataset` is loaded from
-    `data_dir` or the usual sources. A loss that becomes NaN leaves a run directory marked
-    failed and raises `TrainingDivergedError`. This is an entry point: it turns on
-    TensorFlow's op determinism for the process, so the same seed gives the same run.
-    """
-    from mnistlab.report import write_run_figures
+    `data_dir` or the usual sources. This is an entry point: it turns on TensorFlow's op
+    determinism for the process, so the same seed gives the same run.
 
+    The run directory exists from the start, marked "running" in run.json, and holds the
+    checkpoints (every epoch, at least every 2 minutes, or every `checkpoint_every` steps;
+    none with `checkpoints=False`); it is marked "completed" last, once everything is
+    written, so nothing takes an unfinished run for a finished one. A loss that becomes NaN
+    marks it "failed" and raises `TrainingDivergedError`; Ctrl-C or SIGTERM stops at the
+    next chunk of steps, after a checkpoint, marks it "interrupted" and raises
+    `TrainingInterrupted`: `resume_run` continues it, to the same numbers.
+
+    `strategy` runs the hand-written loop on `tf.distribute` (see `training.distribute`):
+    "mirrored" over the local GPUs or `devices` logical CPU devices, "multi-worker" over the
+    processes named by `TF_CONFIG`, of which only the chief (worker 0) writes `run_dir`.
+    """
     validate(config)
+    if strategy != "default" and config.model not in DISTRIBUTED_MODELS:
+        raise ConfigError(f"a {config.model} trains in one process; --strategy is for "
+                          f"{', '.join(DISTRIBUTED_MODELS)}")
     config = dataclasses.replace(config, dataset=resolve_dataset_name(config.dataset))
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(config)
-    check_run_target(run_dir, overwrite)
+    from mnistlab.training.distribute import worker_role
+
+    chief = worker_role()[0] == 0 or strategy != "multi-worker"
+    if chief:
+        check_run_target(run_dir, overwrite)
+    else:  # other workers train in a scratch directory the chief never sees
+        run_dir, overwrite = Path(tempfile.mkdtemp(prefix="mnistlab-worker-")) / "run", False
     if dataset is None:
-        dataset = _load_dataset(config, data_dir, progress)
+        dataset = _load_dataset(config, data_dir, progress and chief)
     split = split_dataset(dataset, config)
     check_model_fits_data(dataset, split)
+    # Marked as mnistlab's; with --overwrite the old run makes way for the new one.
+    create_run_dir(run_dir, overwrite)
+    write_json(run_dir / CONFIG_FILE, {**config.to_dict(), "versions": package_versions(),
+                                       "data": dataset_record(dataset, split)})
+    info = {"status": "running", "model": config.model, "preset": config.preset,
+            "started": _now()}
+    if strategy != "default":
+        info["strategy"] = strategy
+    write_json(run_dir / RUN_FILE, info)
+    try:
+        return _train_in(run_dir, config, dataset, split, info, progress=progress and chief,
+                         checkpoints=checkpoints, checkpoint_every=checkpoint_every,
+                         strategy=strategy, devices=devices)
+    finally:
+        if not chief:
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
+
+
+def resume_run(run_dir: Path, *, data_dir: Path | None = None, dataset=None,
+               force: bool = False, progress: bool = True, checkpoints: bool = True,
+               checkpoint_every: int | None = None, devices: int | None = None) -> RunResult:
+    """Continue an interrupted or killed run from its newest checkpoint (from the start
+    when it has none), with the configuration it was started with.
+
+    Refuses, unless `force`, when the data's checksums or the package versions differ from
+    those recorded: the resumed run would not be the run that was started.
+    """
+    run_dir = Path(run_dir)
+    run = load_run(run_dir)
+    config = run_config(run)
+    if run.status == "completed":  # nothing left to do: resuming twice is harmless
+        return RunResult(run_dir, config, run.metrics, run.history, load_model(run_dir),
+                         resumed=False)
+    if dataset is None:
+        dataset = _load_dataset(config, data_dir, progress)
+    recorded = run.config.get("data", {}).get("checksums", {})
+    if not force and recorded != dict(dataset.checksums):
+        raise RunError(f"the data's checksums differ from those {run_dir} was started with "
+                       "(use --force to resume anyway)")
+    versions = run.config.get("versions", {})
+    changed = sorted(name for name, version in package_versions().items()
+                     if name in versions and versions[name] != version)
+    if not force and changed:
+        raise RunError(f"package versions differ from those {run_dir} was started with "
+                       f"({', '.join(changed)}; use --force to resume anyway)")
+    split = split_dataset(dataset, config)
+    info = {key: value for key, value in run.info.items()
+            if key not in ("error", "step", "finished")}
+    info.update(status="running", resumed=_now())
+    write_json(run_dir / RUN_FILE, info)
+    result = _train_in(run_dir, config, dataset, split, info, progress=progress,
+                       checkpoints=checkpoints, checkpoint_every=checkpoint_every,
+                       resume=True, strategy=info.get("strategy", "default"),
+                       devices=devices)
+    result.resumed = True
+    return result
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _train_in(run_dir: Path, config: TrainConfig, dataset, split: Split, info: dict,
+              **options) -> RunResult:
+    """Fit in the run directory, then evaluate and write the finished run; an unexpected
+    error leaves the run marked failed (never running, never completed)."""
+    try:
+        return _fit_and_finish(run_dir, config, dataset, split, info, **options)
+    except Exception as error:
+        status = read_json(run_dir / RUN_FILE).get("status")
+        if status == "running":
+            write_json(run_dir / RUN_FILE, {**info, "status": "failed",
+                                            "error": f"{type(error).__name__}: {error}"[:500]})
+        raise
+
+
+def _fit_and_finish(run_dir: Path, config: TrainConfig, dataset, split: Split, info: dict, *,
+                    progress: bool, checkpoints: bool, checkpoint_every: int | None,
+                    resume: bool = False, strategy: str = "default",
+                    devices: int | None = None) -> RunResult:
+    """Fit in the run directory, then evaluate and write the finished run."""
+    from mnistlab.report import write_run_figures
+    from mnistlab.tensorboard import EventWriter
+    from mnistlab.training.checkpoint import STOP, Checkpointer, TrainingInterrupted
+    from mnistlab.training.distribute import make_strategy
+
+    # Before any other TensorFlow work: logical devices and collectives are set up first.
+    distribution = make_strategy(strategy, devices)
     enable_determinism()
     model = _build(config)
-    staged = StagedRun(run_dir, overwrite)
+    checkpoint = None
+    if checkpoints:
+        checkpoint = Checkpointer(run_dir / CHECKPOINT_DIR, every_steps=checkpoint_every,
+                                  resume=resume)
+    events = EventWriter(run_dir) if config.model in EVENT_MODELS else None
+    validation = None if split.val_images is None else (split.val_images, split.val_labels)
+
+    def stopped(status: str, **details) -> None:
+        write_history(run_dir, list(getattr(model, "history_", [])))
+        write_json(run_dir / RUN_FILE, {**info, "status": status, **details})
+
+    start = time.perf_counter()
     try:
-        info = {"status": "running", "model": config.model, "preset": config.preset,
-                "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        write_json(staged.path / CONFIG_FILE, {
-            **config.to_dict(), "versions": package_versions(),
-            "data": dataset_record(dataset, split)})
-        validation = None if split.val_images is None else (split.val_images, split.val_labels)
-        start = time.perf_counter()
-        try:
-            with training_progress(f"{config.preset or config.model}", progress) as callback:
-                model.fit(split.train_images, split.train_labels, validation_data=validation,
-                          callback=callback)
-        except TrainingDivergedError as error:
-            write_history(staged.path, list(getattr(model, "history_", [])))
-            write_json(staged.path / RUN_FILE, {**info, "status": "failed", "error": str(error)})
-            staged.commit()
-            raise
-        train_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        probabilities = model.predict_proba(split.test_images)
-        predict_seconds = time.perf_counter() - start
-        (staged.path / MODEL_DIR).mkdir()
-        model.save(staged.path / MODEL_DIR)
-        metrics = compute_metrics(split.test_labels, probabilities, dataset.class_names)
-        metrics.update({
-            "train_seconds": round(train_seconds, 4),
-            "predict_seconds": round(predict_seconds, 4),
-            "train_examples_per_second": round(model.examples_seen_ / train_seconds, 1),
-            "parameters": int(model.count_parameters()),
-            "model_bytes": _model_size(staged.path / MODEL_DIR),
-        })
-        history = list(model.history_)
-        if split.val_images is not None:
-            # Every model gets its final validation score, including those without a history.
-            validation = compute_metrics(split.val_labels, model.predict_proba(split.val_images),
-                                         dataset.class_names)
-            metrics["val_accuracy"] = validation["test_accuracy"]
-            metrics["val_loss"] = validation["test_loss"]
-        write_history(staged.path, history)
-        write_json(staged.path / METRICS_FILE, metrics)
-        write_run_figures(staged.path, model, history, split.test_images, split.test_labels,
-                          probabilities, dataset.class_names,
-                          title=f"{config.preset or config.model} on {dataset.name}")
-        write_json(staged.path / RUN_FILE, {
-            **info, "status": "completed",
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")})
-        final = staged.commit()
-    except BaseException:
-        if staged.path.exists():
-            staged.discard()
+        with STOP, training_progress(f"{config.preset or config.model}",
+                                     progress) as show:
+            def callback(step: int, total: int, record: dict | None) -> None:
+                show(step, total, record)
+                if record is not None and events is not None:
+                    events.record(record)
+
+            extra = {} if distribution is None else {"strategy": distribution}
+            model.fit(split.train_images, split.train_labels, validation_data=validation,
+                      callback=callback, checkpoint=checkpoint, **extra)
+    except TrainingDivergedError as error:
+        stopped("failed", error=str(error))
         raise
-    return RunResult(final, config, metrics, history, model)
+    except TrainingInterrupted as error:
+        stopped("interrupted", step=error.step)
+        error.run_dir = run_dir
+        raise
+    except KeyboardInterrupt:
+        stopped("interrupted")
+        raise
+    except Exception as error:
+        from mnistlab.training.distribute import LOST_WORKER_ERRORS
+
+        if distribution is None or type(error).__name__ not in LOST_WORKER_ERRORS:
+            raise
+        stopped("failed", error="a worker stopped answering")
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise RunError(f"training stopped: another worker stopped answering "
+                       f"({type(error).__name__}: {first_line})") from None
+    finally:
+        if events is not None and sys.exc_info()[0] is not None:
+            events.close()
+    train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    probabilities = model.predict_proba(split.test_images)
+    predict_seconds = time.perf_counter() - start
+    model_dir = run_dir / MODEL_DIR
+    if model_dir.exists():  # from an earlier attempt that died while finishing
+        shutil.rmtree(model_dir)
+    model_dir.mkdir()
+    model.save(model_dir)
+    metrics = compute_metrics(split.test_labels, probabilities, dataset.class_names)
+    metrics.update({
+        "train_seconds": round(train_seconds, 4),
+        "predict_seconds": round(predict_seconds, 4),
+        "train_examples_per_second": round(model.examples_seen_ / train_seconds, 1),
+        "parameters": int(model.count_parameters()),
+        "model_bytes": _model_size(model_dir),
+    })
+    history = list(model.history_)
+    if split.val_images is not None:
+        # Every model gets its final validation score, including those without a history.
+        scores = compute_metrics(split.val_labels, model.predict_proba(split.val_images),
+                                 dataset.class_names)
+        metrics["val_accuracy"] = scores["test_accuracy"]
+        metrics["val_loss"] = scores["test_loss"]
+    write_history(run_dir, history)
+    write_json(run_dir / METRICS_FILE, metrics)
+    write_run_figures(run_dir, model, history, split.test_images, split.test_labels,
+                      probabilities, dataset.class_names,
+                      title=f"{config.preset or config.model} on {dataset.name}")
+    if events is not None:
+        last_step = history[-1]["step"] if history else 0
+        events.scalars(last_step, {"test/accuracy": metrics["test_accuracy"],
+                                   "test/loss": metrics["test_loss"]})
+        events.hyperparameters({**config.model_config, "seed": config.seed}, run_dir.name)
+        events.close()
+    write_json(run_dir / RUN_FILE, {**info, "status": "completed", "finished": _now()})
+    shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
+    return RunResult(run_dir, config, metrics, history, model)
 
 
 def check_member_runs(members: Sequence[str | Path]) -> dict:
@@ -340,7 +490,9 @@ def evaluate_run(run_dir: Path, *, data_dir: Path | None = None, progress: bool 
 
 
 # The tutorial's models, in the order it trains them.
-TUTORIAL_PRESETS = ("tutorial-rf", "tutorial-v1", "tutorial-v2", "tutorial-v3")
+# Each softmax variant is followed by the same variant as the tutorial's cells are written.
+TUTORIAL_PRESETS = ("tutorial-rf", "tutorial-v1", "tutorial-v1-as-written", "tutorial-v2",
+                    "tutorial-v2-as-written", "tutorial-v3", "tutorial-v3-as-written")
 # The neural models that `reproduce(beyond=True)` adds beside them.
 BEYOND_PRESETS = ("mlp", "cnn-fast", "cnn")
 
@@ -349,45 +501,80 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
               data_dir: Path | None = None, seed: int = 0, num_seeds: int = 1,
               limit_train: int | None = None, limit_test: int | None = None,
               presets: Sequence[str] = TUTORIAL_PRESETS, beyond: bool = False,
-              overwrite: bool = False, progress: bool = True) -> dict:
+              overwrite: bool = False, progress: bool = True, resume: bool = False) -> dict:
     """Run the tutorial end to end and write its report; returns the summary.
 
     Each preset becomes a run directory `out_dir/<preset>`; `report.html` (self-contained),
-    `report.md` and `summary.json` sit beside them. The directory appears only when done.
-    `beyond=True` appends the neural presets of `BEYOND_PRESETS`. With `num_seeds` above 1,
-    every preset is also trained with the seeds after `seed` (`out_dir/<preset>-seed<k>`)
-    and the report gives the spread of test accuracy beside the tutorial's single number.
+    `report.md` and `summary.json` sit beside them, `summary.json` written last: a
+    reproduction without it is unfinished. `beyond=True` appends the neural presets of
+    `BEYOND_PRESETS`. With `num_seeds` above 1, every preset is also trained with the
+    seeds after `seed` (`out_dir/<preset>-seed<k>`) and the report gives the spread of test
+    accuracy beside the tutorial's single number.
+
+    An interrupted reproduction keeps the runs it finished; `resume=True` (with the same
+    `out_dir`; the other arguments are read from its `reproduce.json`) resumes the
+    interrupted run and trains the missing ones.
     """
     from mnistlab.config import make_config
     from mnistlab.report import ReportRow, write_reproduction_report
+    from mnistlab.training.checkpoint import TrainingInterrupted
 
+    if resume:
+        if out_dir is None:
+            raise ConfigError("name the reproduction to resume")
+        out_dir = Path(out_dir)
+        if (out_dir / SUMMARY_FILE).is_file():  # finished already: nothing left to do
+            summary = read_json(out_dir / SUMMARY_FILE)
+            if not isinstance(summary, dict) or not isinstance(summary.get("models"), list):
+                raise RunError(f"{out_dir / SUMMARY_FILE} is damaged")
+            return {**summary, "out_dir": str(out_dir)}
+        arguments = read_json(out_dir / REPRODUCE_FILE)
+        if not isinstance(arguments, dict):
+            raise RunError(f"{out_dir / REPRODUCE_FILE} does not hold a JSON object")
+        try:
+            dataset_name, seed, num_seeds = (arguments["dataset"], arguments["seed"],
+                                             arguments["num_seeds"])
+            limit_train, limit_test = arguments["limit_train"], arguments["limit_test"]
+            presets, beyond = tuple(arguments["presets"]), False
+        except (KeyError, TypeError):
+            raise RunError(f"{out_dir / REPRODUCE_FILE} is damaged") from None
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
-        raise ConfigError(f"the number of seeds must be a positive whole number, got {num_seeds!r}")
+        raise ConfigError(f"the number of seeds must be a positive whole number, "
+                          f"got {num_seeds!r}")
     out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
         datetime.now().strftime("%Y%m%d-%H%M%S") + "-reproduce")
     presets = tuple(presets) + (BEYOND_PRESETS if beyond else ())
     configs = [make_config(preset=name, dataset=dataset_name, seed=seed,
                            limit_train=limit_train, limit_test=limit_test) for name in presets]
-    check_run_target(out_dir, overwrite, marker=SUMMARY_FILE)
+    if not resume:
+        check_run_target(out_dir, overwrite, marker=REPRODUCE_FILE)
     dataset = _load_dataset(configs[0], data_dir, progress)
-    staged = StagedRun(out_dir, overwrite, marker=SUMMARY_FILE)
-    try:
-        rows = []
-        for config in configs:
-            seed_runs = []
-            for run_seed in range(seed, seed + num_seeds):
-                name = config.preset if run_seed == seed else f"{config.preset}-seed{run_seed}"
-                result = train_and_evaluate(dataclasses.replace(config, seed=run_seed),
-                                            staged.path / name, dataset=dataset,
-                                            progress=progress)
-                seed_runs.append(load_run(result.run_dir))
-            rows.append(ReportRow(config.preset, seed_runs[0], seed_runs))
-        summary = write_reproduction_report(
-            staged.path, rows, dataset=dataset.name, seed=seed, num_seeds=num_seeds,
-            limits={"limit_train": limit_train, "limit_test": limit_test})
-        final = staged.commit()
-    except BaseException:
-        staged.discard()
-        raise
-    summary["out_dir"] = str(final)
+    if not resume:
+        create_run_dir(out_dir, overwrite, marker=REPRODUCE_FILE)
+        write_json(out_dir / REPRODUCE_FILE, {
+            "dataset": dataset_name, "seed": seed, "num_seeds": num_seeds,
+            "limit_train": limit_train, "limit_test": limit_test, "presets": list(presets)})
+    rows = []
+    for config in configs:
+        seed_runs = []
+        for run_seed in range(seed, seed + num_seeds):
+            name = config.preset if run_seed == seed else f"{config.preset}-seed{run_seed}"
+            path = out_dir / name
+            try:
+                if resume and path.exists():
+                    run = load_run(path)
+                    if run.status != "completed":
+                        resume_run(path, dataset=dataset, progress=progress)
+                else:
+                    train_and_evaluate(dataclasses.replace(config, seed=run_seed), path,
+                                       dataset=dataset, progress=progress)
+            except TrainingInterrupted as error:
+                error.resume_command = f"mnistlab reproduce --resume {out_dir}"
+                raise
+            seed_runs.append(load_run(path))
+        rows.append(ReportRow(config.preset, seed_runs[0], seed_runs))
+    summary = write_reproduction_report(
+        out_dir, rows, dataset=dataset.name, seed=seed, num_seeds=num_seeds,
+        limits={"limit_train": limit_train, "limit_test": limit_test})
+    summary["out_dir"] = str(out_dir)
     return summary

@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
 
-matplotlib.use("Agg")  # library code never opens windows
+# Library code never opens windows: without a backend chosen by the user (a notebook's
+# inline one, MPLBACKEND), figures are drawn off screen.
+if not os.environ.get("MPLBACKEND") and "matplotlib.pyplot" not in sys.modules:
+    matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402

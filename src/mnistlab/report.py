@@ -415,7 +415,6 @@ def write_reproduction_report(out_dir: Path, rows: Sequence[ReportRow], *, datas
     env = environment([run for row in rows for run in (row.seed_runs or [row.run])])
     summary = {"dataset": dataset, "seed": seed, "num_seeds": num_seeds, "limits": limits,
                "caveat": caveat, "models": summaries, "environment": env}
-    write_json(out_dir / "summary.json", summary)
     report_figures = write_report_figures(out_dir, rows)
 
     heading = f"Reproduction of 'MNIST using TensorFlow' on {dataset}"
@@ -479,4 +478,6 @@ def write_reproduction_report(out_dir: Path, rows: Sequence[ReportRow], *, datas
                 "<body>" + "\n".join(html_parts) + "</body></html>\n")
     write_text_atomic(out_dir / "report.md", "\n".join(markdown))
     write_text_atomic(out_dir / "report.html", document)
+    # Last: a reproduction with summary.json is finished (`reproduce --resume` checks it).
+    write_json(out_dir / "summary.json", summary)
     return summary

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, compare and use classifiers on MNIST-format data.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
-               "  mnistlab reproduce                      # the tutorial end to end, a report\n"
+               "  mnistlab reproduce --out runs/reproduction   # the tutorial, end to end\n"
                "  mnistlab train softmax --preset tutorial-v1\n"
                "  mnistlab predict runs/reproduction/tutorial-rf my_digit.png\n"
                "  mnistlab COMMAND --help                 # each command's options and examples",
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_tensorflow(verbose="--verbose" in arguments)
     parser = build_parser()
     args = parser.parse_args(arguments)
+    args.argv = arguments  # what was typed, for commands that start copies of themselves
     try:
         with _whole_lines_when_redirected():
             return int(args.func(args) or 0)

@@ -137,6 +137,12 @@ def model_options_from_args(args: argparse.Namespace, model: str,
     return given
 
 
+def model_option_names(models: Sequence[str]) -> set[str]:
+    """The names of every command line model option of `models`."""
+    return {name for model_class in _model_classes(models).values()
+            for name, option in model_class.options.items() if option.cli}
+
+
 def option_flag(option: str) -> str:
     """The command line flag of a model option (`n_estimators` -> `--trees`)."""
     from mnistlab.config import TRAINABLE_MODELS

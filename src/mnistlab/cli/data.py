@@ -19,7 +19,7 @@ _EXAMPLES = {
     "verify": "examples:\n  mnistlab data verify mnist\n"
     "  mnistlab data verify mnist --data-dir ~/datasets/mnist",
     "info": "examples:\n  mnistlab data info mnist\n"
-    "  mnistlab data info ./my-digits   (a directory holding the four IDX files)",
+    "  mnistlab data info ~/datasets/mnist   # any directory holding the four IDX files",
 }
 _NAME_HELP = (
     f"a registered dataset ({', '.join(DATASETS)}) or a directory holding the four IDX files"

@@ -56,7 +56,7 @@ def register(subparsers) -> None:
                     "options, seed, data limits, dataset), then their metrics. --plot writes "
                     "one figure with their training curves overlaid and a bar chart of their "
                     "test accuracy.",
-        examples=["mnistlab compare runs/a runs/b",
+        examples=["mnistlab compare runs/reproduction/tutorial-v1 runs/reproduction/tutorial-v2",
                   "mnistlab compare runs/reproduction/tutorial-v1 runs/reproduction/tutorial-v3"
                   " --plot v1-v3.png"])
     compare.add_argument("run_dirs", nargs="+", type=Path, metavar="RUN_DIR",

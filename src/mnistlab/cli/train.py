@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -14,7 +15,9 @@ from mnistlab.cli.common import (
     add_data_options,
     add_model_options,
     add_run_options,
+    model_option_names,
     model_options_from_args,
+    option_flag,
 )
 from mnistlab.config import PRESETS, TRAINABLE_MODELS
 from mnistlab.errors import ConfigError
@@ -45,6 +48,33 @@ def register(subparsers) -> None:
     train.add_argument("--out", type=Path, default=None,
                        help="run directory (default runs/<time>-<model>)")
     add_run_options(train)
+    group = train.add_argument_group("checkpoints and resume")
+    group.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                       help="continue an interrupted or killed run from its last checkpoint, "
+                            "with the configuration it was started with")
+    group.add_argument("--force", action="store_true",
+                       help="with --resume: resume even if the data's checksums or the "
+                            "package versions differ from the run's")
+    group.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                       help="write a checkpoint every STEPS steps (default: every epoch and "
+                            "at least every 2 minutes)")
+    group.add_argument("--no-checkpoints", action="store_true",
+                       help="write no checkpoints (an interrupted run then starts again)")
+    group = train.add_argument_group("more than one device or machine (softmax, mlp, cnn)")
+    group.add_argument("--strategy", choices=("default", "mirrored", "multi-worker"),
+                       default="default",
+                       help="tf.distribute strategy: mirrored over the local GPUs (or --devices "
+                            "CPU devices), multi-worker over processes and hosts (TF_CONFIG, or "
+                            "--workers and --worker-index); --batch-size is the global batch")
+    group.add_argument("--devices", type=int, default=None, metavar="N",
+                       help="with --strategy mirrored: split the CPU into N logical devices")
+    group.add_argument("--workers", default=None, metavar="HOST:PORT,...",
+                       help="with --strategy multi-worker: every worker's address, in order")
+    group.add_argument("--worker-index", type=int, default=None, metavar="I",
+                       help="with --workers: this process's place in the list (0 is the chief, "
+                            "which writes the run directory)")
+    group.add_argument("--local-workers", type=int, default=None, metavar="N",
+                       help="start N multi-worker processes on loopback ports and wait for them")
 
     evaluate = add_command(
         subparsers, "evaluate", help="reload a run's model and recompute its metrics",
@@ -58,7 +88,7 @@ def register(subparsers) -> None:
         func=run_reproduce,
         description="Train the tutorial's forest and its three softmax variants, then write "
                     "report.html, report.md and summary.json.",
-        examples=["mnistlab reproduce --out runs/reproduction",
+        examples=["mnistlab reproduce --out runs/reproduction --overwrite   # again, anew",
                   "mnistlab reproduce --limit-train 5000 --limit-test 1000   # a quick look",
                   "mnistlab reproduce --beyond --out runs/beyond   # add mlp, cnn-fast, cnn",
                   "mnistlab reproduce --seeds 5                     # the spread over 5 seeds"])
@@ -69,15 +99,71 @@ def register(subparsers) -> None:
     reproduce.add_argument("--seeds", type=int, default=1, metavar="N",
                            help="train every model with N seeds (from --seed on) and report the "
                                 "spread of test accuracy (default 1)")
+    reproduce.add_argument("--resume", type=Path, default=None, metavar="OUT",
+                           help="finish an interrupted reproduction: keep its finished runs, "
+                                "resume the interrupted one, train the rest")
     add_data_options(reproduce)
     add_run_options(reproduce)
 
 
 def run_train(args: argparse.Namespace) -> int:
-    """`mnistlab train`."""
+    """`mnistlab train`: train, or resume with --resume; Ctrl-C stops after a checkpoint."""
+    from mnistlab.training.checkpoint import TrainingInterrupted
+
+    if args.checkpoint_every is not None and not 1 <= args.checkpoint_every <= 10 ** 8:
+        raise ConfigError(f"--checkpoint-every must be a whole number from 1 to "
+                          f"100,000,000, got {args.checkpoint_every}")
+    if args.local_workers is not None:
+        from mnistlab.launch import run_local_workers
+
+        return run_local_workers(args.local_workers, _argv_without_local_workers(args.argv))
+    if args.workers is not None:
+        from mnistlab.training.distribute import configure_workers
+
+        if args.strategy != "multi-worker" or args.worker_index is None:
+            raise ConfigError("--workers goes with --strategy multi-worker and --worker-index")
+        configure_workers(args.workers.split(","), args.worker_index)
+    try:
+        result = _resume(args) if args.resume is not None else _train(args)
+    except TrainingInterrupted as error:
+        run_dir = getattr(error, "run_dir", args.resume or args.out)
+        print(f"mnistlab: interrupted at step {error.step:,}; resume with: "
+              f"mnistlab train --resume {run_dir}", file=sys.stderr)
+        return error.exit_code
+    metrics = result.metrics
+    console = Console()
+    if args.resume is not None and not result.resumed:
+        console.print(f"{result.run_dir} was completed already; nothing to resume")
+    console.print(f"[bold]{result.config.preset or result.config.model}[/bold]: test accuracy "
+                  f"{metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}, "
+                  f"trained in {metrics['train_seconds']:.2f} s "
+                  f"({metrics['train_examples_per_second']:,.0f} examples/s)")
+    console.print(f"run directory: {result.run_dir}")
+    return 0
+
+
+def _resume(args: argparse.Namespace):
+    from mnistlab.experiment import resume_run
+
+    given = [flag for flag, value in (("a model", args.model), ("--preset", args.preset),
+                                      ("--out", args.out))
+             if value is not None]
+    given += [option_flag(name) for name in vars(args)
+              if name in model_option_names(TRAINABLE_MODELS)]
+    if given:
+        raise ConfigError(f"--resume continues the run with its own configuration; "
+                          f"drop {', '.join(given)}")
+    return resume_run(args.resume, data_dir=args.data_dir, force=args.force,
+                      progress=not args.quiet, checkpoints=not args.no_checkpoints,
+                      checkpoint_every=args.checkpoint_every, devices=args.devices)
+
+
+def _train(args: argparse.Namespace):
     from mnistlab.config import make_config
     from mnistlab.experiment import train_and_evaluate
 
+    if args.force:
+        raise ConfigError("--force goes with --resume")
     model = args.model or (PRESETS[args.preset].model if args.preset in PRESETS else None)
     if model is not None and model not in TRAINABLE_MODELS:
         from mnistlab.models import unknown_name_message
@@ -88,16 +174,24 @@ def run_train(args: argparse.Namespace) -> int:
                          dataset=args.dataset, seed=args.seed,
                          validation_split=args.validation_split,
                          limit_train=args.limit_train, limit_test=args.limit_test)
-    result = train_and_evaluate(config, args.out, data_dir=args.data_dir,
-                                overwrite=args.overwrite, progress=not args.quiet)
-    metrics = result.metrics
-    console = Console()
-    console.print(f"[bold]{config.preset or config.model}[/bold]: test accuracy "
-                  f"{metrics['test_accuracy']:.4f}, test loss {metrics['test_loss']:.4f}, "
-                  f"trained in {metrics['train_seconds']:.2f} s "
-                  f"({metrics['train_examples_per_second']:,.0f} examples/s)")
-    console.print(f"run directory: {result.run_dir}")
-    return 0
+    return train_and_evaluate(config, args.out, data_dir=args.data_dir,
+                              overwrite=args.overwrite, progress=not args.quiet,
+                              checkpoints=not args.no_checkpoints,
+                              checkpoint_every=args.checkpoint_every,
+                              strategy=args.strategy, devices=args.devices)
+
+
+def _argv_without_local_workers(argv: list[str]) -> list[str]:
+    """This command's arguments, less `--local-workers N` (the workers get the rest)."""
+    kept, skip = [], False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--local-workers":
+            skip = True
+        elif not word.startswith("--local-workers="):
+            kept.append(word)
+    return kept
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -132,11 +226,21 @@ def _format(value) -> str:
 def run_reproduce(args: argparse.Namespace) -> int:
     """`mnistlab reproduce`: the tutorial end to end, then the report."""
     from mnistlab.experiment import reproduce
+    from mnistlab.training.checkpoint import TrainingInterrupted
 
-    summary = reproduce(args.out, dataset_name=args.dataset, data_dir=args.data_dir,
-                        seed=args.seed, limit_train=args.limit_train,
-                        limit_test=args.limit_test, beyond=args.beyond, num_seeds=args.seeds,
-                        overwrite=args.overwrite, progress=not args.quiet)
+    if args.resume is not None and args.out is not None:
+        raise ConfigError("--resume names the reproduction to finish; drop --out")
+    try:
+        summary = reproduce(args.resume or args.out, dataset_name=args.dataset,
+                            data_dir=args.data_dir, seed=args.seed,
+                            limit_train=args.limit_train, limit_test=args.limit_test,
+                            beyond=args.beyond, num_seeds=args.seeds,
+                            overwrite=args.overwrite, progress=not args.quiet,
+                            resume=args.resume is not None)
+    except TrainingInterrupted as error:
+        print(f"mnistlab: interrupted at step {error.step:,}; the finished runs are kept; "
+              f"resume with: {error.resume_command}", file=sys.stderr)
+        return error.exit_code
     from mnistlab.report import report_table
 
     header, *rows = report_table(summary["models"])
@@ -147,5 +251,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
         table.add_row(*row)
     console = Console()
     console.print(table)
+    if summary.get("caveat"):
+        console.print(f"[bold]note:[/bold] {summary['caveat']}")
     console.print(f"report: {Path(summary['out_dir']) / 'report.html'}")
     return 0

@@ -63,9 +63,10 @@ class EnsembleModel(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator):
             raise ConfigError("an ensemble needs a list of at least one member model")
 
     def fit(self, X: Any = None, y: Any = None, *, validation_data: tuple | None = None,
-            callback: Callable[[int, int, dict | None], None] | None = None
-            ) -> EnsembleModel:
-        """Fit a clone of each member on `(X, y)` (with `prefit`, only check the members)."""
+            callback: Callable[[int, int, dict | None], None] | None = None,
+            checkpoint=None) -> EnsembleModel:
+        """Fit a clone of each member on `(X, y)` (with `prefit`, only check the members);
+        `checkpoint` is not used."""
         self.validate_params()
         if self.prefit:
             for model in self.models:

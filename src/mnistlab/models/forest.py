@@ -75,9 +75,11 @@ class RandomForest(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator):
                                         "cores, got 0")
 
     def fit(self, X: Any, y: Any, *, validation_data=None,
-            callback: Callable[[int, int, dict | None], None] | None = None) -> RandomForest:
+            callback: Callable[[int, int, dict | None], None] | None = None,
+            checkpoint=None) -> RandomForest:
         """Grow `n_estimators` trees on the flattened pixels; `callback(trees, total, None)`
-        after each tenth. `validation_data` is not used (the forest keeps no history)."""
+        after each tenth. `validation_data` is not used (the forest keeps no history), nor
+        `checkpoint` (a forest grows in seconds: an interrupted one starts again)."""
         self.validate_params()
         X, indices = prepare_fit_input(self, X, y)
         labels = self.classes_[indices]

@@ -24,6 +24,7 @@ forward pass saw it: before the step's update, with dropout and augmentation, as
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import weakref
@@ -55,7 +56,16 @@ from mnistlab.models.base import (
     restore_fitted_state,
 )
 from mnistlab.training.batching import make_batch_plan
-from mnistlab.training.loop import ChunkResult, as_int32, check_finite, pad_to_chunks, run_chunks
+from mnistlab.training.checkpoint import Checkpointer
+from mnistlab.training.distribute import build_distributed_chunk, check_batch
+from mnistlab.training.loop import (
+    ChunkResult,
+    as_int32,
+    check_finite,
+    chunk_inputs,
+    run_chunks,
+    variables_state,
+)
 from mnistlab.training.seeding import derived_seeds, keras_seed
 
 WEIGHTS_FILE = "network.weights.h5"
@@ -115,6 +125,12 @@ class _LayerNames:
         return layer_class(*args, name=name if count == 0 else f"{name}_{count}", **kwargs)
 
 
+def _sync(synchronized: bool) -> dict:
+    """Batch norm's keyword for statistics over all replicas, those of the global batch
+    (none when not distributed, so the layer is the plain one)."""
+    return {"synchronized": True} if synchronized else {}
+
+
 def _fraction(help_text: str) -> Option:
     return Option(Real(0.0, 1.0, high_open=True), help_text, metavar="FRACTION")
 
@@ -161,7 +177,7 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
     check_option_combination = staticmethod(check_loop_length)
 
     # ----------------------------------------------------------------------------- network
-    def build_network(self) -> keras.Model:  # pragma: no cover - abstract
+    def build_network(self, synchronized: bool = False) -> keras.Model:  # pragma: no cover
         """The Keras network for the fitted image shape and classes."""
         raise NotImplementedError
 
@@ -178,14 +194,43 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         return int(self.network_.count_params())
 
     # ----------------------------------------------------------------------------- training
-    def _augment(self, images: tf.Tensor, step: tf.Tensor, augment_seed: int) -> tf.Tensor:
-        """The step's batch warped by transforms seeded with (augment seed, step)."""
+    def _augment(self, images: tf.Tensor, step: tf.Tensor, augment_seed: int,
+                 offset=None) -> tf.Tensor:
+        """The step's batch warped by transforms seeded with (augment seed, step); a
+        replica's slice starting at `offset` gets its rows of the global batch's."""
         from mnistlab.training.augment import augment_images
 
         seed = tf.stack([tf.constant(augment_seed, tf.int32), step])
         return augment_images(images, seed, max_shift=float(self.max_shift),
                               max_rotation=float(self.max_rotation),
-                              max_zoom=float(self.max_zoom))
+                              max_zoom=float(self.max_zoom),
+                              global_batch=None if offset is None else self.batch_size,
+                              offset=0 if offset is None else offset)
+
+    def _build_distributed_chunk(self, network, optimizer, chunk_steps: int,
+                                 augment_seed: int, strategy) -> Callable:
+        """The chunk of steps on `strategy`'s replicas (see `training.distribute`)."""
+        variables = network.trainable_variables
+        label_smoothing = float(self.label_smoothing)
+
+        def replica_step(images, labels, mask, count, step, first):
+            X = _scale(images)  # (local batch, H, W, 1)
+            if self.augment:
+                # Seeded by the 0-based step index, as in one process.
+                X = self._augment(X, step - 1, augment_seed, offset=first)
+            with tf.GradientTape() as tape:
+                logits = network(X, training=True)  # (local batch, classes)
+                losses = smoothed_cross_entropy(labels, logits, label_smoothing)
+                loss = tf.reduce_sum(losses * mask) / count  # its share of the global mean
+            gradients = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(gradients, variables))
+            cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
+                                       labels), tf.float32)
+            return tf.reduce_sum(cross_entropy * mask), tf.reduce_sum(correct * mask)
+
+        return build_distributed_chunk(strategy, chunk_steps, self.batch_size, 2,
+                                       replica_step)
 
     def _build_train_chunk(self, network: keras.Model, optimizer: keras.optimizers.Optimizer,
                            chunk_steps: int, augment_seed: int) -> Callable:
@@ -242,8 +287,8 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         return train_chunk
 
     def fit(self, X: Any, y: Any, *, validation_data: tuple | None = None,
-            callback: Callable[[int, int, dict | None], None] | None = None
-            ) -> NeuralClassifier:
+            callback: Callable[[int, int, dict | None], None] | None = None,
+            checkpoint: Checkpointer | None = None, strategy=None) -> NeuralClassifier:
         """Train on images `X` ((N, H, W) or (N, features); uint8 pixels or floats in
         [0, 1]) and labels `y`.
 
@@ -251,7 +296,13 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         `callback(step, total_steps, record_or_None)` is called between chunks of steps. A
         non-finite loss raises `TrainingDivergedError` naming the step; `history_` then holds
         the records made before it. With `ema_decay` the fitted network holds the moving
-        averages of the weights. Returns `self`.
+        averages of the weights. With a `checkpoint` (`training.checkpoint.Checkpointer`)
+        the loop saves its state between chunks (every variable of the network, the dropout
+        layers' seed generators included, and of the optimizer) and resumes from the newest
+        checkpoint when asked. With a `tf.distribute` `strategy` the steps run on its
+        replicas, each on its slice of every global batch, with synchronised batch norm
+        and each image's augmentation as in one process (see `training.distribute`);
+        dropout draws its masks per replica. Returns `self`.
         """
         from mnistlab.training.optimizers import build_optimizer
 
@@ -267,24 +318,37 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
                                num_epochs=self.num_epochs, repeat=True, shuffle_buffer=None,
                                rng=np.random.default_rng(order_seed))
         total_steps = plan.total_steps
-        with keras_seed(self.seed):
-            network = self.build_network()
-        optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
-                                    schedule=self.schedule,
-                                    warmup_fraction=self.warmup_fraction,
-                                    weight_decay=self.weight_decay, ema_decay=self.ema_decay)
-        optimizer.build(network.trainable_variables)
+        if strategy is not None:
+            check_batch(self.batch_size, strategy)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            with keras_seed(self.seed):
+                # Under a strategy, batch norm averages its statistics over the replicas,
+                # so that they are those of the global batch.
+                network = self.build_network(synchronized=strategy is not None)
+            optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
+                                        schedule=self.schedule,
+                                        warmup_fraction=self.warmup_fraction,
+                                        weight_decay=self.weight_decay,
+                                        ema_decay=self.ema_decay)
+            optimizer.build(network.trainable_variables)
         chunk_steps = min(self.log_every, total_steps)
-        train_chunk = self._build_train_chunk(network, optimizer, chunk_steps,
-                                              augment_seed % (2 ** 31))
+        augment_seed %= 2 ** 31
         self.network_ = network
         data = [tf.constant(images), tf.constant(labels)]
-        batch_indices = pad_to_chunks(plan.indices, chunk_steps)
+        batch_indices, batch_sizes = chunk_inputs(plan, chunk_steps)
+        if strategy is None:
+            train_chunk = self._build_train_chunk(network, optimizer, chunk_steps,
+                                                  augment_seed)
+        else:
+            train_chunk = self._build_distributed_chunk(network, optimizer, chunk_steps,
+                                                        augment_seed, strategy)
 
         def run_chunk(start: int, count: int) -> ChunkResult:
-            rows, bad_step, bad_loss = train_chunk(
-                *data, tf.constant(batch_indices[start:start + chunk_steps]),
-                as_int32(start), as_int32(count))
+            chunk = [tf.constant(batch_indices[start:start + chunk_steps])]
+            if strategy is not None:
+                chunk.append(tf.constant(batch_sizes[start:start + chunk_steps]))
+            rows, bad_step, bad_loss = train_chunk(*data, *chunk, as_int32(start),
+                                                   as_int32(count))
             return ChunkResult(rows.numpy(), int(bad_step), float(bad_loss))
 
         def make_record(step: int, epoch: int, values: np.ndarray) -> dict:
@@ -297,7 +361,8 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         self.history_: list[dict] = []
         try:
             run_chunks(run_chunk, plan, chunk_steps, self.log_every, make_record, callback,
-                       self.history_)
+                       self.history_, checkpoint,
+                       variables_state([*network.variables, *optimizer.variables]))
             if self.ema_decay:
                 optimizer.finalize_variable_values(network.trainable_variables)
             check_finite(network.variables, total_steps)
@@ -434,7 +499,7 @@ class MLP(NeuralClassifier):
         # Every argument is stored under its own name (scikit-learn's get_params reads them).
         self.store_options(locals())
 
-    def build_network(self) -> keras.Model:
+    def build_network(self, synchronized: bool = False) -> keras.Model:
         """features -> depth x width -> classes; parameters 785 w + (depth - 1)(w + 1) w +
         10(w + 1) for MNIST, plus 4 w per layer with batch norm (whose dense layers then
         drop their bias)."""
@@ -443,7 +508,7 @@ class MLP(NeuralClassifier):
         for _ in range(self.depth):
             stack.append(layer(layers.Dense, self.width, use_bias=not self.batch_norm))
             if self.batch_norm:
-                stack.append(layer(layers.BatchNormalization))
+                stack.append(layer(layers.BatchNormalization, **_sync(synchronized)))
             stack.append(layer(layers.ReLU))
             if self.dropout:
                 stack.append(layer(layers.Dropout, self.dropout))
@@ -497,7 +562,7 @@ class CNN(NeuralClassifier):
                              f"for {self.depth} blocks of 2x2 pooling")
         return image_shape
 
-    def build_network(self) -> keras.Model:
+    def build_network(self, synchronized: bool = False) -> keras.Model:
         """Images (batch, H, W, 1) -> logits (batch, classes)."""
         layer, layers = _LayerNames(), keras.layers
         stack = [self._network_input()]
@@ -506,7 +571,7 @@ class CNN(NeuralClassifier):
                 stack.append(layer(layers.Conv2D, self.width * 2 ** block, 3, padding="same",
                                    use_bias=not self.batch_norm))
                 if self.batch_norm:
-                    stack.append(layer(layers.BatchNormalization))
+                    stack.append(layer(layers.BatchNormalization, **_sync(synchronized)))
                 stack.append(layer(layers.ReLU))
             stack.append(layer(layers.MaxPooling2D))
         stack.append(layer(layers.Flatten))
@@ -515,7 +580,7 @@ class CNN(NeuralClassifier):
         if self.dense_units:
             stack.append(layer(layers.Dense, self.dense_units, use_bias=not self.batch_norm))
             if self.batch_norm:
-                stack.append(layer(layers.BatchNormalization))
+                stack.append(layer(layers.BatchNormalization, **_sync(synchronized)))
             stack.append(layer(layers.ReLU))
             if self.dropout:
                 stack.append(layer(layers.Dropout, self.dropout))

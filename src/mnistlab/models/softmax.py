@@ -17,6 +17,7 @@ diverged loss.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from mnistlab._lazy import keras, tf
-from mnistlab.errors import RunError
+from mnistlab.errors import ConfigError, RunError
 from mnistlab.models._saved import empty_save_directory, read_model_document, write_model_document
 from mnistlab.models.base import (
     LOOP_OPTIONS,
@@ -45,7 +46,16 @@ from mnistlab.models.base import (
     restore_fitted_state,
 )
 from mnistlab.training.batching import make_batch_plan
-from mnistlab.training.loop import ChunkResult, as_int32, check_finite, chunk_inputs, run_chunks
+from mnistlab.training.checkpoint import Checkpointer
+from mnistlab.training.distribute import build_distributed_chunk, check_batch
+from mnistlab.training.loop import (
+    ChunkResult,
+    as_int32,
+    check_finite,
+    chunk_inputs,
+    run_chunks,
+    variables_state,
+)
 from mnistlab.training.seeding import derived_seeds
 
 PARAMS_FILE = "params.json"
@@ -90,18 +100,44 @@ def batch_metrics(weights: tf.Tensor, bias: tf.Tensor, X: tf.Tensor, y: tf.Tenso
     return tf.reduce_sum(cross_entropy * mask) / count, tf.reduce_sum(correct * mask) / count
 
 
+def _clipped_cross_entropy(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """The tutorial's v1/v3 cells: -log of the true class's probability clipped to
+    [1e-9, 1] (no gradient where the clip bites)."""
+    probabilities = tf.clip_by_value(tf.nn.softmax(logits), 1e-9, 1.0)
+    return -tf.math.log(tf.gather(probabilities, y, axis=1, batch_dims=1))
+
+
+def _clipped_keras_cross_entropy(y: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
+    """The tutorial's v2 cell: Keras' categorical cross-entropy of the clipped probabilities
+    (which renormalises them and clips again to [1e-7, 1 - 1e-7])."""
+    probabilities = tf.clip_by_value(tf.nn.softmax(logits), 1e-9, 1.0)
+    return keras.losses.categorical_crossentropy(
+        tf.one_hot(y, tf.shape(logits)[1]), probabilities)
+
+
+# Per-example losses from integer labels and logits. "logits" is the right one; the clipped
+# ones reproduce the tutorial's cells as written.
+LOSSES: dict[str, Callable] = {
+    "logits": lambda y, logits: tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits),
+    "clipped": _clipped_cross_entropy,
+    "clipped-keras": _clipped_keras_cross_entropy,
+}
+
+
 def batch_loss(weights: tf.Tensor, bias: tf.Tensor, X: tf.Tensor, y: tf.Tensor,
-               mask: tf.Tensor, l2: float = 0.0, *, class_major: bool = False) -> tf.Tensor:
+               mask: tf.Tensor, l2: float = 0.0, *, class_major: bool = False,
+               loss: str = "logits") -> tf.Tensor:
     """The training loss: mean cross-entropy over the real examples plus `l2 * sum(W**2)`.
 
-    `weights` is W (features, classes), or W transposed with `class_major=True`.
+    `weights` is W (features, classes), or W transposed with `class_major=True`; `loss`
+    names the cross-entropy (see `LOSSES`).
     """
     logits = tf.matmul(X, weights, transpose_b=class_major) + bias  # (batch, classes)
-    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits)  # (batch,)
-    loss = tf.reduce_sum(cross_entropy * mask) / tf.reduce_sum(mask)
+    cross_entropy = LOSSES[loss](y, logits)  # (batch,)
+    total = tf.reduce_sum(cross_entropy * mask) / tf.reduce_sum(mask)
     if l2 > 0:
-        loss += l2 * tf.reduce_sum(tf.square(weights))
-    return loss
+        total += l2 * tf.reduce_sum(tf.square(weights))
+    return total
 
 
 def as_features(X: np.ndarray) -> np.ndarray:
@@ -162,6 +198,12 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
                        "initial weights: zeros, or normal (stddev 1, as the tutorial)"),
         "l2": Option(Real(0.0, 1000.0), "L2 penalty on W"),
         "schedule": Option(Choice(("constant", "cosine", "linear")), "learning-rate schedule"),
+        "loss": Option(Choice(tuple(LOSSES)),
+                       "cross-entropy from logits, or from probabilities clipped to "
+                       "[1e-9, 1] as the tutorial's cells do (clipped: v1/v3, "
+                       "clipped-keras: v2)"),
+        "fresh_optimizer": Option(Boolean(), "build a new optimizer at every step, as the "
+                                             "tutorial's v2 cell does by mistake"),
     }
 
     # How the loop runs: XLA-compiled chunks of steps (the fastest way measured, see
@@ -178,7 +220,8 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
                  batch_size: int = 32, num_steps: int | None = None,
                  num_epochs: int | None = 10, repeat: bool = False,
                  shuffle_buffer: int | None = 5000, init: str = "zeros", l2: float = 0.0,
-                 schedule: str = "constant", log_every: int = 50, seed: int = 0):
+                 schedule: str = "constant", log_every: int = 50, loss: str = "logits",
+                 fresh_optimizer: bool = False, seed: int = 0):
         self.optimizer = optimizer
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -190,6 +233,8 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         self.init = init
         self.l2 = l2
         self.schedule = schedule
+        self.loss = loss
+        self.fresh_optimizer = fresh_optimizer
         self.seed = seed
 
     check_option_combination = staticmethod(check_loop_length)
@@ -203,6 +248,12 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         `weights` is W transposed, (classes, features): see `fit`.
         """
         batch_size, log_every, l2 = self.batch_size, self.log_every, float(self.l2)
+        loss_name = self.loss
+        # A new optimizer at every step is the same as zeroing its state (slots and step
+        # count; not the learning rate) before every update.
+        state = [variable for variable in optimizer.variables
+                 if not variable.path.endswith("learning_rate")]
+        fresh = bool(self.fresh_optimizer)
 
         def train_chunk(X, y, X_val, y_val, batch_indices, batch_sizes, start, count):
             # X (N, features) uint8 or float32, y (N,) int32. batch_indices (chunk_steps,
@@ -223,12 +274,15 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
                 mask = tf.cast(tf.range(batch_size) < batch_sizes[i], tf.float32)  # (batch,)
                 with tf.GradientTape() as tape:
                     loss = batch_loss(weights, bias, X_batch, y_batch, mask, l2,
-                                      class_major=True)
+                                      class_major=True, loss=loss_name)
                 if not tf.math.is_finite(loss):
                     bad_step = start + i + 1
                     bad_loss = loss
                     break
                 gradients = tape.gradient(loss, [weights, bias])
+                if fresh:
+                    for variable in state:
+                        variable.assign(tf.zeros_like(variable))
                 optimizer.apply_gradients(zip(gradients, [weights, bias]))
                 step = start + i + 1
                 if tf.logical_or(step % log_every == 0, step == total_steps):
@@ -248,9 +302,36 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
 
         return tf.function(train_chunk, jit_compile=self._jit_compile)
 
+    def _build_distributed_chunk(self, weights, bias, optimizer, chunk_steps: int,
+                                 strategy) -> Callable:
+        """The chunk of steps on `strategy`'s replicas; each step's record (loss and
+        accuracy of the global batch after its update, as the tutorial logs them)."""
+        l2, loss_name = float(self.l2), self.loss
+        replicas = strategy.num_replicas_in_sync
+
+        def replica_step(X_local, y_local, mask, count, step, first):
+            X_local = _scale_pixels(X_local)  # (local batch, features)
+            with tf.GradientTape() as tape:
+                logits = tf.matmul(X_local, weights, transpose_b=True) + bias
+                cross_entropy = LOSSES[loss_name](y_local, logits)
+                # This slice's share of the global batch's mean loss (and of the penalty).
+                loss = tf.reduce_sum(cross_entropy * mask) / count
+                if l2 > 0:
+                    loss += l2 * tf.reduce_sum(tf.square(weights)) / replicas
+            gradients = tape.gradient(loss, [weights, bias])
+            optimizer.apply_gradients(zip(gradients, [weights, bias]))
+            logits = tf.matmul(X_local, weights, transpose_b=True) + bias
+            cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(y_local, logits)
+            correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
+                                       y_local), tf.float32)
+            return tf.reduce_sum(cross_entropy * mask), tf.reduce_sum(correct * mask)
+
+        return build_distributed_chunk(strategy, chunk_steps, self.batch_size, 2,
+                                       replica_step)
+
     def fit(self, X: Any, y: Any, *, validation_data: tuple[Any, Any] | None = None,
-            callback: Callable[[int, int, dict | None], None] | None = None
-            ) -> SoftmaxRegression:
+            callback: Callable[[int, int, dict | None], None] | None = None,
+            checkpoint: Checkpointer | None = None, strategy=None) -> SoftmaxRegression:
         """Train on images `X` ((N, H, W) or (N, features); uint8 pixels or floats in
         [0, 1]) and labels `y`.
 
@@ -258,11 +339,21 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         steps (several times a second): once for each record made in the chunk, then with
         `None` at the chunk's last step if that made no record. Raises `ConfigError` for bad
         settings and `TrainingDivergedError` naming the first step whose loss is not finite;
-        `history_` then holds the records made before it. Returns `self`.
+        `history_` then holds the records made before it. With a `checkpoint`
+        (`training.checkpoint.Checkpointer`) the loop saves its state between chunks and
+        resumes from the newest checkpoint when asked. With a `tf.distribute` `strategy`
+        the steps run on its replicas, each on its slice of every global batch (see
+        `training.distribute`), in chunks of `log_every` steps and without XLA. Returns
+        `self`.
         """
         from mnistlab.training.optimizers import build_optimizer
 
         self.validate_params()
+        if strategy is not None:
+            check_batch(self.batch_size, strategy)
+            if self.fresh_optimizer:
+                raise ConfigError("fresh_optimizer (the tutorial's v2 as written) runs in one "
+                                  "process only")
         self._forget_weights()  # a failed fit leaves the model unfitted
         X, labels = prepare_fit_input(self, X, y)
         features = _as_training_pixels(X)
@@ -289,19 +380,27 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         # runs the whole step about 1.4 times faster with it (benchmarks/README.md).
         initial_weights, initial_bias = _initial_parameters(self.init, init_seed,
                                                             num_features, num_classes)
-        weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
-        bias = tf.Variable(initial_bias, name="bias")  # (classes,)
-        optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
-                                    schedule=self.schedule)
-        optimizer.build([weights, bias])
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
+            bias = tf.Variable(initial_bias, name="bias")  # (classes,)
+            optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
+                                        schedule=self.schedule)
+            optimizer.build([weights, bias])
 
-        chunk_steps = self._chunk_steps or min(self.MAX_CHUNK_STEPS,
-                                               -(-self.CHUNK_EXAMPLES // self.batch_size))
-        chunk_steps = min(chunk_steps, total_steps)
-        train_chunk = self._build_train_chunk(weights, bias, optimizer, chunk_steps,
-                                              total_steps, has_validation)
-        data = [tf.constant(features), tf.constant(labels), tf.constant(val_features),
-                tf.constant(val_labels)]
+        if strategy is None:
+            chunk_steps = self._chunk_steps or min(self.MAX_CHUNK_STEPS,
+                                                   -(-self.CHUNK_EXAMPLES // self.batch_size))
+            chunk_steps = min(chunk_steps, total_steps)
+            train_chunk = self._build_train_chunk(weights, bias, optimizer, chunk_steps,
+                                                  total_steps, has_validation)
+            data = [tf.constant(features), tf.constant(labels), tf.constant(val_features),
+                    tf.constant(val_labels)]
+        else:
+            # Records come at chunk ends (validation is scored between chunks).
+            chunk_steps = min(self.log_every, total_steps)
+            train_chunk = self._build_distributed_chunk(weights, bias, optimizer,
+                                                        chunk_steps, strategy)
+            data = [tf.constant(features), tf.constant(labels)]
         batch_indices, batch_sizes = chunk_inputs(plan, chunk_steps)
 
         def run_chunk(start: int, count: int) -> ChunkResult:
@@ -314,13 +413,19 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         def make_record(step: int, epoch: int, values: np.ndarray) -> dict:
             record = {"step": step, "epoch": epoch,
                       "train_loss": float(values[0]), "train_accuracy": float(values[1])}
-            if has_validation:
+            if has_validation and strategy is None:
                 record.update(val_loss=float(values[2]), val_accuracy=float(values[3]))
+            elif has_validation:
+                logits = tf.matmul(as_features(validation[0]), tf.transpose(weights)) + bias
+                record.update(val_loss=float(tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(val_labels, logits))),
+                    val_accuracy=float(np.mean(np.argmax(logits, 1) == val_labels)))
             return record
 
         self.history_: list[dict] = []
         run_chunks(run_chunk, plan, chunk_steps, self.log_every, make_record, callback,
-                   self.history_)
+                   self.history_, checkpoint,
+                   variables_state([weights, bias, *optimizer.variables]))
         check_finite([weights, bias], total_steps)
         self.weights_ = tf.transpose(weights).numpy()  # (features, classes)
         self.bias_ = bias.numpy()  # (classes,)
@@ -351,7 +456,7 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         return np.concatenate([tf.nn.softmax(logits).numpy()
                                for logits in self._logits_batches(X)])
 
-    def loss(self, X: Any, y: Any) -> float:
+    def cross_entropy(self, X: Any, y: Any) -> float:
         """Mean cross-entropy of the model on `(X, y)` (no L2 term)."""
         y = np.searchsorted(self.classes_, np.asarray(y)).astype(np.int32)
         logits = self.logits(X)

@@ -39,15 +39,22 @@ def affine_transforms(batch_size: tf.Tensor, seed: tf.Tensor, *, max_shift: floa
 
 
 def augment_images(images: tf.Tensor, seed: tf.Tensor, *, max_shift: float,
-                   max_rotation: float, max_zoom: float) -> tf.Tensor:
+                   max_rotation: float, max_zoom: float, global_batch: int | None = None,
+                   offset: tf.Tensor | int = 0) -> tf.Tensor:
     """Warp float images (batch, height, width, 1) by one random affine transform each.
 
-    `seed` is an int32 or int64 pair, e.g. `(run seed, step)`.
+    `seed` is an int32 or int64 pair, e.g. `(run seed, step)`. When the images are a slice
+    of a larger batch (one replica's share), `global_batch` and `offset` say which: the
+    transforms are drawn for the whole batch and sliced, so every image gets the transform
+    it would get in one process.
     """
     height, width = int(images.shape[1]), int(images.shape[2])
-    transforms = affine_transforms(tf.shape(images)[0], seed, max_shift=max_shift,
-                                   max_rotation=max_rotation, max_zoom=max_zoom,
-                                   image_shape=(height, width))
+    rows = tf.shape(images)[0]
+    transforms = affine_transforms(rows if global_batch is None else global_batch, seed,
+                                   max_shift=max_shift, max_rotation=max_rotation,
+                                   max_zoom=max_zoom, image_shape=(height, width))
+    if global_batch is not None:
+        transforms = transforms[offset:offset + rows]
     return tf.raw_ops.ImageProjectiveTransformV3(
         images=images, transforms=transforms,
         output_shape=tf.constant([height, width], tf.int32),

@@ -11,14 +11,15 @@ between chunks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mnistlab._lazy import tf
-from mnistlab.errors import TrainingDivergedError
+from mnistlab.errors import RunError, TrainingDivergedError
 from mnistlab.training.batching import BatchPlan
+from mnistlab.training.checkpoint import Checkpointer, TrainingInterrupted, stop_requested
 
 # callback(step, total_steps, record or None): see `run_chunks`.
 Callback = Callable[[int, int, "dict | None"], None]
@@ -53,10 +54,36 @@ def pad_to_chunks(array: np.ndarray, chunk_steps: int) -> np.ndarray:
     return np.pad(array, padding)
 
 
+@dataclass
+class TrainingState:
+    """How a loop's state is read and restored for checkpoints: `get()` returns the values
+    of every variable that decides the rest of the run, `set(values)` assigns them back."""
+
+    get: Callable[[], list[np.ndarray]]
+    set: Callable[[list[np.ndarray]], None]
+
+
+def variables_state(variables: Sequence) -> TrainingState:
+    """The state of a list of TensorFlow or Keras variables, in their order."""
+    def get() -> list[np.ndarray]:
+        return [np.array(variable.numpy()) for variable in variables]
+
+    def set_values(values: list[np.ndarray]) -> None:
+        if len(values) != len(variables) or any(
+                tuple(value.shape) != tuple(variable.shape)
+                for value, variable in zip(values, variables)):
+            raise CheckpointMismatch("the checkpoint does not fit this model's variables")
+        for variable, value in zip(variables, values):
+            variable.assign(value)
+
+    return TrainingState(get, set_values)
+
+
 def run_chunks(run_chunk: Callable[[int, int], ChunkResult], plan: BatchPlan,
                chunk_steps: int, log_every: int,
                make_record: Callable[[int, int, np.ndarray], dict],
-               callback: Callback | None = None, history: list[dict] | None = None
+               callback: Callback | None = None, history: list[dict] | None = None,
+               checkpoint: Checkpointer | None = None, state: TrainingState | None = None
                ) -> list[dict]:
     """Run the whole plan, `chunk_steps` steps per call of `run_chunk(start, count)`.
 
@@ -66,10 +93,25 @@ def run_chunks(run_chunk: Callable[[int, int], ChunkResult], plan: BatchPlan,
     the history (records in step order, appended to `history` when given). Raises
     `TrainingDivergedError` naming the first step whose loss was not finite; the history
     then holds the records made before it.
+
+    With a `checkpoint`, the loop saves `state` between chunks when one is due, and starts
+    from the newest checkpoint when `checkpoint.resume` is set. A stop request (Ctrl-C,
+    SIGTERM) ends the loop at the next chunk boundary, after a checkpoint, with
+    `TrainingInterrupted`.
     """
     history = [] if history is None else history
     total_steps = plan.total_steps
-    for start in range(0, total_steps, chunk_steps):
+    first = 0
+    if checkpoint is not None and checkpoint.resume:
+        latest = checkpoint.latest()
+        if latest is not None:
+            first, values, records = latest
+            if first % chunk_steps or first >= total_steps:
+                raise CheckpointMismatch(f"the checkpoint at step {first} does not fit this "
+                                         f"run's chunks of {chunk_steps} steps")
+            state.set(values)
+            history[:] = records
+    for start in range(first, total_steps, chunk_steps):
         count = min(chunk_steps, total_steps - start)
         result = run_chunk(start, count)
         end = result.bad_step - 1 if result.bad_step else start + count
@@ -85,7 +127,18 @@ def run_chunks(run_chunk: Callable[[int, int], ChunkResult], plan: BatchPlan,
                 callback(record["step"], total_steps, record)
             if not new_records or new_records[-1]["step"] != end:
                 callback(end, total_steps, None)
+        if end < total_steps:
+            stop = stop_requested()
+            epoch_ended = plan.epoch_of(end) != plan.epoch_of(end + 1)
+            if checkpoint is not None and (stop or checkpoint.due(end, epoch_ended)):
+                checkpoint.save(end, state.get(), history)
+            if stop:
+                raise TrainingInterrupted(end, stop)
     return history
+
+
+class CheckpointMismatch(RunError):
+    """A checkpoint that does not belong to this model or run."""
 
 
 def check_finite(variables, total_steps: int) -> None:

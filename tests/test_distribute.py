@@ -1,0 +1,114 @@
+"""The hand-written loop on tf.distribute: mirrored over logical CPU devices and two local
+worker processes give the run one process gives; a worker that dies stops the other."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnistlab.cli import main
+from mnistlab.runs import load_model
+
+from conftest import make_toy_arrays
+
+pytestmark = pytest.mark.slow
+
+SOFTMAX = ["train", "softmax", "--epochs", "3", "--batch-size", "32", "--log-every", "5",
+           "--seed", "4", "--quiet"]
+CNN = ["train", "cnn", "--width", "8", "--convs-per-block", "1", "--dense-units", "0",
+       "--batch-norm", "--augment", "--steps", "40", "--batch-size", "32", "--log-every",
+       "10", "--learning-rate", "0.003", "--seed", "4", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory) -> Path:
+    from mnistlab.data import write_dataset
+
+    train_images, train_labels, test_images, test_labels = make_toy_arrays(train=400, test=100)
+    return write_dataset(tmp_path_factory.mktemp("toy") / "toy", train_images=train_images,
+                         train_labels=train_labels, test_images=test_images,
+                         test_labels=test_labels)
+
+
+def _cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MNISTLAB_COLLECTIVE_TIMEOUT": "20"}
+    return subprocess.run([sys.executable, "-m", "mnistlab", *args], env=env, timeout=timeout,
+                          capture_output=True, text=True)
+
+
+def _variables(run_dir: Path) -> list[np.ndarray]:
+    model = load_model(run_dir)
+    if hasattr(model, "weights_"):
+        return [model.weights_, model.bias_]
+    return [np.asarray(variable) for variable in model.network_.weights]
+
+
+def _close_runs(one: Path, other: Path, atol: float) -> None:
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in (one, other)]
+    assert abs(metrics[0]["test_accuracy"] - metrics[1]["test_accuracy"]) <= 0.001
+    for a, b in zip(_variables(one), _variables(other), strict=True):
+        np.testing.assert_allclose(a, b, atol=atol)
+
+
+@pytest.mark.parametrize("command, atol", [(SOFTMAX, 1e-5), (CNN, 1e-3)],
+                         ids=["softmax", "cnn"])
+def test_mirrored_over_two_cpu_devices_matches_one_process(command, atol, toy_dir, tmp_path):
+    assert main([*command, "--dataset", str(toy_dir), "--out", str(tmp_path / "one")]) == 0
+    result = _cli([*command, "--dataset", str(toy_dir), "--out", str(tmp_path / "two"),
+                   "--strategy", "mirrored", "--devices", "2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "two" / "run.json").read_text())["strategy"] == "mirrored"
+    _close_runs(tmp_path / "one", tmp_path / "two", atol)
+
+
+@pytest.mark.parametrize("command, atol", [(SOFTMAX, 1e-5), (CNN, 1e-3)],
+                         ids=["softmax", "cnn"])
+def test_two_local_workers_match_one_process(command, atol, toy_dir, tmp_path):
+    assert main([*command, "--dataset", str(toy_dir), "--out", str(tmp_path / "one")]) == 0
+    result = _cli([*command, "--dataset", str(toy_dir), "--out", str(tmp_path / "two"),
+                   "--strategy", "multi-worker", "--local-workers", "2"])
+    assert result.returncode == 0, result.stderr[-2000:]
+    _close_runs(tmp_path / "one", tmp_path / "two", atol)
+    # Only the chief wrote a run directory.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["one", "two"]
+
+
+def test_a_worker_that_dies_stops_the_other_in_one_line(toy_dir, tmp_path):
+    from mnistlab.launch import free_ports
+
+    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    env = {**os.environ, "MNISTLAB_COLLECTIVE_TIMEOUT": "10"}
+    long_run = [*CNN[:CNN.index("--steps")], "--steps", "100000", *CNN[CNN.index("--steps") + 2:]]
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *long_run, "--dataset", str(toy_dir),
+         "--out", str(tmp_path / "run"), "--strategy", "multi-worker", "--workers", workers,
+         "--worker-index", str(index)], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True) for index in (0, 1)]
+    try:
+        deadline = time.monotonic() + 180
+        while not list((tmp_path / "run" / "checkpoints").glob("step-*.json")):
+            assert time.monotonic() < deadline, "training did not start"
+            assert processes[0].poll() is None, processes[0].stderr.read()
+            time.sleep(0.2)
+        processes[1].send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        _, stderr = processes[0].communicate(timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert processes[0].returncode not in (0, None)
+    lines = [line for line in stderr.splitlines() if line.startswith("mnistlab")]
+    assert len(lines) == 1 and "worker" in lines[0], stderr[-2000:]
+    assert "Traceback" not in stderr
+    assert waited < 90
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "failed"
