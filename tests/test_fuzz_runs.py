@@ -42,6 +42,10 @@ from mnistlab.runs import load_run
 from conftest import make_toy_arrays
 from shapes import draw_shape
 
+# Hundreds of damaged runs through four commands: about a minute here, so not in the
+# quick loop (make test-fast); make test runs it.
+pytestmark = pytest.mark.slow
+
 # Exit statuses a command may end with here: 0 (done), 1 (evaluate found other numbers, or
 # predict had a file it could not read), 2 (a user-facing error).
 KNOWN_EXIT_CODES = {0, 1, 2}
