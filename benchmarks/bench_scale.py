@@ -49,7 +49,11 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated row numbers (from 0) of the variants to run")
     args = parser.parse_args()
+    chosen = (range(len(VARIANTS)) if args.variants is None
+              else [int(number) for number in args.variants.split(",")])
     table = Table(title="checkpoints and tf.distribute, side by side")
     for column in ("model", "variant", "train s", "images/s", "vs first row", "test acc"):
         table.add_column(column, justify="left" if column in ("model", "variant") else "right")
@@ -57,6 +61,8 @@ def main() -> None:
         for model in args.models.split(","):
             base = None
             for index, (name, extra) in enumerate(VARIANTS.items()):
+                if index not in chosen:
+                    continue
                 metrics = train(MODELS[model] + extra, args.data_dir,
                                 Path(scratch) / f"{model}-{index}")
                 seconds = metrics["train_seconds"]
