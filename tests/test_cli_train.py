@@ -163,3 +163,15 @@ def test_unwritable_output_is_one_line(toy_dataset_dir, tmp_path, capsys):
     error = capsys.readouterr().err
     assert code == 1 and "a_file" in error and "Traceback" not in error
     assert len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("arguments, suggestion", [
+    (["trian"], "did you mean train?"),
+    (["export", "runs/x", "--format", "onx", "--out", "y"], "did you mean onnx?"),
+])
+def test_a_misspelt_choice_gets_a_suggestion(arguments, suggestion, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].endswith(suggestion)

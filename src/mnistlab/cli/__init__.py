@@ -27,6 +27,16 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, with the usual exit code 2."""
 
     def error(self, message: str) -> None:  # noqa: D102 - argparse API
+        # "invalid choice: 'trian' (choose from ...)": name the closest choice too.
+        import difflib
+        import re
+
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:
+            choices = re.findall(r"'?([\w.-]+)'?", wrong.group(2))
+            close = difflib.get_close_matches(wrong.group(1), choices, n=1)
+            if close:
+                message += f"; did you mean {close[0]}?"
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
