@@ -166,13 +166,18 @@ def _resource_error_line(error: Exception) -> str | None:
     return _one_line(f"{where}: {reason}" if where and reason else text)
 
 
-def _raised_in_h5py(error: BaseException) -> bool:
-    """Whether `error` came from inside h5py (its frames are in the traceback)."""
-    traceback = error.__traceback__
-    while traceback is not None:
-        if "h5py" in traceback.tb_frame.f_code.co_filename:
-            return True
-        traceback = traceback.tb_next
+def _raised_in_h5py(error: BaseException | None) -> bool:
+    """Whether `error`, or an error it was raised while handling (marking the run failed
+    on the same full disk), came from inside h5py (its frames are in the traceback)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback = error.__traceback__
+        while traceback is not None:
+            if "h5py" in traceback.tb_frame.f_code.co_filename:
+                return True
+            traceback = traceback.tb_next
+        error = error.__cause__ or error.__context__
     return False
 
 
