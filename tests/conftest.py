@@ -109,3 +109,13 @@ def shapes_run(tmp_path_factory):
     result = train_and_evaluate(config, run_dir, dataset=make_shapes_dataset(), progress=False)
     assert result.metrics["test_accuracy"] > 0.9
     return result.run_dir
+
+
+@pytest.fixture(scope="session")
+def toy_dir(tmp_path_factory) -> Path:
+    """The learnable toy dataset (400 train / 100 test) written once for the session, for
+    tests that run whole commands in other processes."""
+    train_images, train_labels, test_images, test_labels = make_toy_arrays(train=400, test=100)
+    return write_dataset(tmp_path_factory.mktemp("toy") / "toy", train_images=train_images,
+                         train_labels=train_labels, test_images=test_images,
+                         test_labels=test_labels)

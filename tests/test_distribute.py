@@ -17,8 +17,6 @@ import pytest
 from mnistlab.cli import main
 from mnistlab.runs import load_model
 
-from conftest import make_toy_arrays
-
 pytestmark = pytest.mark.slow
 
 SOFTMAX = ["train", "softmax", "--epochs", "3", "--batch-size", "32", "--log-every", "5",
@@ -26,16 +24,6 @@ SOFTMAX = ["train", "softmax", "--epochs", "3", "--batch-size", "32", "--log-eve
 CNN = ["train", "cnn", "--width", "8", "--convs-per-block", "1", "--dense-units", "0",
        "--batch-norm", "--augment", "--steps", "40", "--batch-size", "32", "--log-every",
        "10", "--learning-rate", "0.003", "--seed", "4", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory) -> Path:
-    from mnistlab.data import write_dataset
-
-    train_images, train_labels, test_images, test_labels = make_toy_arrays(train=400, test=100)
-    return write_dataset(tmp_path_factory.mktemp("toy") / "toy", train_images=train_images,
-                         train_labels=train_labels, test_images=test_images,
-                         test_labels=test_labels)
 
 
 def _cli(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:

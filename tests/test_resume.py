@@ -129,16 +129,6 @@ def _wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, timeout: floa
 
 
 @pytest.fixture(scope="module")
-def toy_dir(tmp_path_factory) -> Path:
-    from mnistlab.data import write_dataset
-
-    train_images, train_labels, test_images, test_labels = make_toy_arrays(train=400, test=100)
-    return write_dataset(tmp_path_factory.mktemp("toy") / "toy", train_images=train_images,
-                         train_labels=train_labels, test_images=test_images,
-                         test_labels=test_labels)
-
-
-@pytest.fixture(scope="module")
 def straight_run(toy_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("straight") / "run"
     assert main([*TRAIN, "--dataset", str(toy_dir), "--out", str(out)]) == 0
