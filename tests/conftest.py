@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -119,3 +121,28 @@ def toy_dir(tmp_path_factory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("toy") / "toy", train_images=train_images,
                          train_labels=train_labels, test_images=test_images,
                          test_labels=test_labels)
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 20):
+    """Fail instead of waiting forever (reading a named pipe blocks until a writer comes)."""
+    def stop(signal_number, frame):
+        raise AssertionError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, stop)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def table_rows(output):
+    """The rows of the tables in a command's output: first cell -> the other cells."""
+    rows = {}
+    for line in output.splitlines():
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.strip("│").split("│")]
+            rows[cells[0]] = cells[1:]
+    return rows

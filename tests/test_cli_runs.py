@@ -17,6 +17,8 @@ from mnistlab._quiet import filter_log_output
 from mnistlab.cli import main
 from mnistlab.cli.runs import distinct_names, select_runs
 
+from conftest import table_rows
+
 
 def run_cli(arguments):
     """Exit code of the command line, whether it returns or exits (argparse errors)."""
@@ -24,16 +26,6 @@ def run_cli(arguments):
         return main(arguments)
     except SystemExit as exit_info:
         return exit_info.code
-
-
-def table_rows(output):
-    """The rows of the tables in a command's output: first cell -> the other cells."""
-    rows = {}
-    for line in output.splitlines():
-        if line.startswith("│"):
-            cells = [cell.strip() for cell in line.strip("│").split("│")]
-            rows[cells[0]] = cells[1:]
-    return rows
 
 
 @pytest.fixture(scope="module")

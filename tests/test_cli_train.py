@@ -6,20 +6,12 @@ import pytest
 
 from mnistlab.cli import main
 
+from conftest import table_rows
+
 
 def forest_args(data_dir, out, *extra):
     return ["train", "random-forest", "--trees", "5", "--dataset", str(data_dir),
             "--out", str(out), "--quiet", *extra]
-
-
-def table_rows(output):
-    """The rows of the tables in a command's output: first cell -> the other cells."""
-    rows = {}
-    for line in output.splitlines():
-        if line.startswith("│"):
-            cells = [cell.strip() for cell in line.strip("│").split("│")]
-            rows[cells[0]] = cells[1:]
-    return rows
 
 
 def test_train_forest_then_evaluate(toy_dataset_dir, tmp_path, capsys):

@@ -3,8 +3,6 @@
 import errno
 import json
 import os
-import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from mnistlab.cli import main
 from mnistlab.predict import predict_files
 from mnistlab.runs import load_model
 
+from conftest import no_hang
 from shapes import CLASS_NAMES, draw_shape
 
 FIXTURES = Path(__file__).parent / "fixtures" / "digits"
@@ -156,21 +155,6 @@ def test_output_into_a_missing_directory_is_one_line(shapes_run, image_folder, t
 
 
 # --- files that are not files, and a disk that fills up -------------------------------------
-
-
-@contextmanager
-def no_hang(seconds: int = 20):
-    """Fail instead of waiting forever (reading a named pipe blocks until a writer comes)."""
-    def stop(signal_number, frame):
-        raise AssertionError(f"still waiting after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("inside_a_folder", [False, True])

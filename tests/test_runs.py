@@ -4,9 +4,7 @@ reading back through the records' schema check."""
 import json
 import os
 import shutil
-import signal
 import socket
-from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -33,6 +31,8 @@ from mnistlab.runs import (
     write_json,
     write_text_atomic,
 )
+
+from conftest import no_hang
 
 
 def make_run(path, status="completed", metrics=None):
@@ -355,21 +355,6 @@ def test_a_diverged_history_with_nan_and_null_values_is_a_record(tmp_path):
     (path / "history.jsonl").write_text('{"step": 4, "epoch": 1, "train_loss": 0.5, '
                                         '"val_loss": NaN, "val_accuracy": null}\n')
     assert load_run(path).history[0]["val_accuracy"] is None
-
-
-@contextmanager
-def no_hang(seconds: int = 10):
-    """Fail instead of waiting forever (a named pipe opened for reading blocks)."""
-    def stop(signal_number, frame):
-        raise AssertionError(f"still waiting after {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, stop)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("record", ["run.json", "config.json", "metrics.json",
