@@ -41,8 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         epilog="example: .venv/bin/python benchmarks/bench.py --data-dir "
                "../shared/datasets/mnist --quick")
-    parser.add_argument("--data-dir", type=Path, required=True,
-                        help="directory holding the four MNIST IDX files (.gz or raw)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="directory holding the four MNIST IDX files (.gz or raw; "
+                             "default: mnistlab's cache, fetched on first use)")
     parser.add_argument("--quick", action="store_true",
                         help="fewer eager steps, shorter runs of ours, forest on 10,000 images")
     parser.add_argument("--eager-steps", type=int, default=None,

@@ -7,7 +7,8 @@ reads the run's own `train_seconds` and `train_examples_per_second`:
   and with a checkpoint every 50 steps;
 - in one process, mirrored over 2 logical CPU devices, and as 2 local worker processes
   (MultiWorkerMirroredStrategy on loopback); on a 2-core machine no speed-up is expected:
-  the table shows what the communication costs.
+  the table shows what the communication costs, as the extra milliseconds per step over
+  the first row (the whole fit's time, so tracing and evaluation between chunks count).
 
     .venv/bin/python benchmarks/bench_scale.py --data-dir ../shared/datasets/mnist
 """
@@ -24,9 +25,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+# Each model's command and its batch size (for the milliseconds per step).
 MODELS = {
-    "softmax": ["softmax", "--preset", "tutorial-v3", "--limit-train", "30000"],
-    "cnn-fast": ["cnn", "--preset", "cnn-fast", "--steps", "400", "--limit-train", "30000"],
+    "softmax": (["softmax", "--preset", "tutorial-v3", "--limit-train", "30000"], 300),
+    "cnn-fast": (["cnn", "--preset", "cnn-fast", "--steps", "400", "--limit-train", "30000"],
+                 64),
 }
 VARIANTS = {
     "1 process, no checkpoints": ["--no-checkpoints"],
@@ -55,7 +58,8 @@ def main() -> None:
     chosen = (range(len(VARIANTS)) if args.variants is None
               else [int(number) for number in args.variants.split(",")])
     table = Table(title="checkpoints and tf.distribute, side by side")
-    for column in ("model", "variant", "train s", "images/s", "vs first row", "test acc"):
+    for column in ("model", "variant", "train s", "images/s", "ms per step",
+                   "vs first row, ms per step", "test acc"):
         table.add_column(column, justify="left" if column in ("model", "variant") else "right")
     with tempfile.TemporaryDirectory() as scratch:
         for model in args.models.split(","):
@@ -63,13 +67,16 @@ def main() -> None:
             for index, (name, extra) in enumerate(VARIANTS.items()):
                 if index not in chosen:
                     continue
-                metrics = train(MODELS[model] + extra, args.data_dir,
+                command, batch_size = MODELS[model]
+                metrics = train(command + extra, args.data_dir,
                                 Path(scratch) / f"{model}-{index}")
                 seconds = metrics["train_seconds"]
-                base = base or seconds
-                table.add_row(model, name, f"{seconds:.2f}",
-                              f"{metrics['train_examples_per_second']:,.0f}",
-                              f"{seconds / base:.2f}x", f"{metrics['test_accuracy']:.4f}")
+                rate = metrics["train_examples_per_second"]
+                step_ms = 1000 * batch_size / rate
+                base = base or (seconds, step_ms)
+                table.add_row(model, name, f"{seconds:.2f}", f"{rate:,.0f}", f"{step_ms:.2f}",
+                              f"{seconds / base[0]:.2f}x, {step_ms - base[1]:+.2f} ms",
+                              f"{metrics['test_accuracy']:.4f}")
     Console().print(table)
 
 

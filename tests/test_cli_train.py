@@ -1,6 +1,7 @@
 """The training commands, in-process: exit codes, output, files, errors, help."""
 
 import json
+import re
 
 import pytest
 
@@ -67,6 +68,23 @@ def test_bad_input_is_one_line_and_non_zero(arguments, message, capsys):
     assert message in error
     assert "Traceback" not in error
     assert len(error.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("model, flags", [("mlp", ["--width", "16384", "--depth", "64"]),
+                                          ("cnn", ["--width", "1024", "--depth", "1"])])
+def test_a_network_too_big_for_memory_is_refused_before_it_is_built(model, flags,
+                                                                    toy_dataset_dir, tmp_path,
+                                                                    capsys):
+    """17 billion parameters, or 2.4 million activations per image: one line, before Keras
+    allocates anything; the run says why it failed."""
+    out = tmp_path / "run"
+    code = run_cli(["train", model, *flags, "--dataset", str(toy_dataset_dir), "--out",
+                    str(out), "--steps", "1", "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and len(error.strip().splitlines()) == 1
+    assert re.search(r"would need about [\d,.]+ GiB of memory to train, more than this "
+                     r"machine's", error)
+    assert json.loads((out / "run.json").read_text())["status"] == "failed"
 
 
 def test_existing_run_is_refused_and_kept(toy_dataset_dir, tmp_path, capsys):
@@ -167,3 +185,22 @@ def test_a_misspelt_choice_gets_a_suggestion(arguments, suggestion, capsys):
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and error[0].endswith(suggestion)
+
+
+def test_a_hand_edited_image_shape_is_one_line_naming_the_field(toy_dataset_dir, tmp_path,
+                                                                capsys):
+    """A model whose params.json claims another image shape with as many pixels (14x56
+    for 28x28) is refused by `evaluate` in one line, not scored on scrambled pixels."""
+    out = tmp_path / "run"
+    assert main(["train", "softmax", "--dataset", str(toy_dataset_dir), "--epochs", "1",
+                 "--out", str(out), "--quiet"]) == 0
+    params = out / "model" / "params.json"
+    document = json.loads(params.read_text())
+    document["fitted"]["image_shape_"] = [14, 56]
+    params.write_text(json.dumps(document))
+    capsys.readouterr()
+    assert run_cli(["evaluate", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert len(error.strip().splitlines()) == 1 and "Traceback" not in error
+    assert "fitted on images of shape (14, 56) (fitted.image_shape_ in its params.json), " \
+           "but the run's test images have shape (28, 28)" in error

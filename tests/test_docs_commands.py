@@ -59,6 +59,7 @@ SKIPPED = {
                      "(tested in a subprocess in test_distribute)",
     r"--local-workers\b": "starts worker processes (tested in test_distribute)",
     r"^mnistlab sweep\b": "starts a Ray instance (tested in test_sweep)",
+    r"--parallel\b": "starts a Ray instance (tested in test_sweep)",
 }
 
 # (sequence, command as documented, without its comment) -> why it fails when the

@@ -95,6 +95,41 @@ def test_every_preset_trains_end_to_end_on_tiny_data(preset, toy_dataset, tmp_pa
     assert (tmp_path / preset / "curves.png").is_file()
 
 
+# --------------------------------------------------------------------- fused batch norm
+def test_fused_batch_norm_computes_what_keras_batch_norm_does(tmp_path):
+    """The fused layer's outputs, gradients and moving statistics in training, and its
+    inference, are Keras' own within float rounding; weights files load both ways."""
+    import keras
+
+    from mnistlab.models._layers import fused_batch_normalization
+
+    images = tf.random.stateless_normal([8, 6, 6, 5], seed=[1, 2]) * 3.0 + 1.0
+    layers = [fused_batch_normalization()(momentum=0.9), keras.layers.BatchNormalization(
+        momentum=0.9)]
+    results = []
+    for layer in layers:
+        layer.build(images.shape)
+        layer.gamma.assign(tf.linspace(0.5, 1.5, 5))
+        layer.beta.assign(tf.linspace(-1.0, 1.0, 5))
+        with tf.GradientTape() as tape:
+            tape.watch(images)
+            outputs = layer(images, training=True)
+            loss = tf.reduce_sum(outputs * tf.range(outputs.shape[-1], dtype=tf.float32))
+        gradients = tape.gradient(loss, [images, layer.gamma.value, layer.beta.value])
+        results.append([outputs, *gradients, layer.moving_mean, layer.moving_variance,
+                        layer(images, training=False)])
+    assert type(layers[0]).__name__ == "BatchNormalization"  # Keras files weights by it
+    for fused, plain in zip(*results):
+        np.testing.assert_allclose(np.asarray(fused), np.asarray(plain), rtol=1e-4,
+                                   atol=1e-4)
+    network = keras.Sequential([keras.Input((6, 6, 5)), layers[0]])
+    network.save_weights(str(tmp_path / "fused.weights.h5"))
+    other = keras.Sequential([keras.Input((6, 6, 5)), keras.layers.BatchNormalization()])
+    other.load_weights(str(tmp_path / "fused.weights.h5"))
+    np.testing.assert_array_equal(np.asarray(other.layers[0].moving_variance),
+                                  np.asarray(layers[0].moving_variance))
+
+
 # ------------------------------------------------------------------------------ contract
 def test_conformance(fitted, test_data):
     model, _ = fitted

@@ -27,6 +27,7 @@ from mnistlab.runs import (
     load_run,
     read_history,
     scan_runs,
+    unique_run_dir,
     write_history,
     write_json,
     write_text_atomic,
@@ -251,7 +252,7 @@ def test_default_run_dirs_of_runs_started_in_the_same_second_differ(tmp_path, mo
         def now(cls, tz=None):
             return datetime(2026, 1, 2, 3, 4, 5, tzinfo=tz)
 
-    monkeypatch.setattr("mnistlab.experiment.datetime", FrozenClock)
+    monkeypatch.setattr("mnistlab.runs.datetime", FrozenClock)
     config = make_config("softmax")
     names = {default_run_dir(config, tmp_path) for _ in range(500)}
     assert len(names) == 500
@@ -261,6 +262,24 @@ def test_default_run_dirs_of_runs_started_in_the_same_second_differ(tmp_path, mo
     monkeypatch.setattr("secrets.token_hex", lambda size: next(drawn))
     (tmp_path / "20260102-030405-softmax-aaaaaa").mkdir()
     assert default_run_dir(config, tmp_path).name == "20260102-030405-softmax-bbbbbb"
+
+
+def test_reproductions_and_sweeps_started_in_the_same_second_get_their_own_directories(
+        tmp_path, monkeypatch):
+    """`reproduce` and `sweep` without --out name their directory as runs are named."""
+    import mnistlab.experiment
+
+    class Named(Exception):
+        pass
+
+    def named(label):
+        raise Named(label)
+
+    monkeypatch.setattr(mnistlab.experiment, "unique_run_dir", named)
+    with pytest.raises(Named, match="^reproduce$"):
+        mnistlab.experiment.reproduce(None, progress=False)
+    names = {unique_run_dir("reproduce", tmp_path) for _ in range(200)}
+    assert len(names) == 200
 
 
 # --- records: one schema check, one line naming the file and the field -----------------------

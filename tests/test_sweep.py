@@ -309,6 +309,40 @@ def test_resume_trains_only_the_unfinished_trials(local_sweep, capsys, monkeypat
     assert "holds a sweep of other settings" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------ reproduce --parallel
+
+
+@pytest.mark.slow
+def test_reproduce_in_parallel_gives_the_serial_numbers(tmp_path, monkeypatch, capsys):
+    """`reproduce --parallel` trains its runs as Ray trials; each run's numbers are those of
+    the serial reproduction, and a finished parallel reproduction resumes to itself."""
+    from mnistlab.experiment import reproduce
+
+    data = write_toy(tmp_path / "toy")
+    monkeypatch.setenv("MNISTLAB_CACHE_DIR", str(tmp_path / "cache"))
+    common = dict(dataset_name=str(data), presets=("tutorial-rf", "tutorial-v3"), num_seeds=2,
+                  progress=False)
+    serial = reproduce(tmp_path / "serial", **common)
+    parallel = reproduce(tmp_path / "parallel", parallel=True, **common)
+    names = ["tutorial-rf", "tutorial-rf-seed1", "tutorial-v3", "tutorial-v3-seed1"]
+    for name in names:
+        metrics = json.loads((tmp_path / "parallel" / name / "metrics.json").read_text())
+        assert metrics["test_accuracy"] == json.loads(
+            (tmp_path / "serial" / name / "metrics.json").read_text())["test_accuracy"]
+    assert [row["seeds"]["test_accuracies"] for row in parallel["models"]] == \
+        [row["seeds"]["test_accuracies"] for row in serial["models"]]
+    assert (tmp_path / "parallel" / "report.html").is_file()
+    # From the command line, with a run failed on the way: one line naming it and the resume.
+    (tmp_path / "parallel" / "summary.json").unlink()
+    info_path = tmp_path / "parallel" / "tutorial-v3-seed1" / "run.json"
+    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "status": "failed"}))
+    code = run_cli(["reproduce", "--resume", str(tmp_path / "parallel"), "--parallel",
+                    "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1
+    assert "tutorial-v3-seed1 did not complete; resume it with: mnistlab train --resume" in error
+
+
 # --------------------------------------------------------------------- a real cluster
 
 

@@ -119,11 +119,12 @@ PRESETS: dict[str, Preset] = {
         {"width": 1024, "dropout": 0.3, "weight_decay": 0.0001, "schedule": "one-cycle",
          "warmup_fraction": 0.2, "label_smoothing": 0.1, "num_epochs": 20}),
     "cnn-fast": Preset(
-        "cnn", "The fastest to 99%: conv32-pool-conv64-pool-dense10 with batch norm, one-cycle "
-               "AdamW, 1900 steps of 64 (about 2 epochs, 75 s on 2 cores).",
-        {"convs_per_block": 1, "dense_units": 0, "batch_norm": True, "learning_rate": 0.003,
-         "schedule": "one-cycle", "warmup_fraction": 0.15, "batch_size": 64,
-         "num_steps": 1900}),
+        "cnn", "The fastest to 99%: conv32-pool-conv64-pool-dense10, batch norm after the "
+               "pooling, one-cycle AdamW, label smoothing, 1800 steps of 64 (1.9 epochs, "
+               "about 17 s on 2 cores).",
+        {"convs_per_block": 1, "dense_units": 0, "batch_norm": True, "pool_first": True,
+         "learning_rate": 0.01, "schedule": "one-cycle", "warmup_fraction": 0.15,
+         "label_smoothing": 0.1, "batch_size": 64, "num_steps": 1800}),
     "cnn": Preset(
         "cnn", "The accurate one: two blocks of two batch-normalised 3x3 convolutions, dense "
                "128, dropout, on-the-fly augmentation, one-cycle AdamW, label smoothing, "

@@ -37,6 +37,7 @@ from mnistlab.runs import (
     load_model,
     load_run,
     read_json,
+    unique_run_dir,
     write_history,
     write_json,
 )
@@ -77,20 +78,8 @@ class RunResult:
 
 
 def default_run_dir(config: TrainConfig, root: Path = Path("runs")) -> Path:
-    """`runs/<time>-<preset or model>-<6 random hex digits>`, a name no other run has.
-
-    Runs started in the same second, by other processes or containers sharing `runs/`,
-    draw other random digits (from the system, never from the seeded generators); a name
-    that exists already is drawn again. Were two runs ever to draw the same name, the
-    second would be refused when its directory is created, never mixed with the first.
-    """
-    import secrets
-
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    while True:
-        candidate = Path(root) / f"{stamp}-{config.preset or config.model}-{secrets.token_hex(3)}"
-        if not (candidate.exists() or candidate.is_symlink()):
-            return candidate
+    """`runs/<time>-<preset or model>-<6 random hex digits>` (see `runs.unique_run_dir`)."""
+    return unique_run_dir(config.preset or config.model, root)
 
 
 def split_dataset(dataset, config: TrainConfig) -> Split:
@@ -245,14 +234,37 @@ def resume_run(run_dir: Path, *, data_dir: Path | None = None, dataset=None,
     when it has none), with the configuration it was started with.
 
     Refuses, unless `force`, when the data's checksums or the package versions differ from
-    those recorded: the resumed run would not be the run that was started.
+    those recorded: the resumed run would not be the run that was started. A multi-worker
+    run is resumed by every worker with the same `run_dir` (and `TF_CONFIG`), each from the
+    chief's newest checkpoint.
     """
+    from mnistlab.training.distribute import worker_role
+
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     config = run_config(run)
     if run.status == "completed":  # nothing left to do: resuming twice is harmless
         return RunResult(run_dir, config, run.metrics, run.history, load_model(run_dir),
                          resumed=False)
+    options = dict(data_dir=data_dir, dataset=dataset, force=force, checkpoints=checkpoints,
+                   checkpoint_every=checkpoint_every, devices=devices)
+    if run.info.get("strategy") == "multi-worker" and worker_role()[0] != 0:
+        # A worker other than the chief continues from the chief's checkpoint (the replicas
+        # hold the same variables), in a scratch copy of the run that the chief never sees:
+        # the chief's run directory must be readable here (one host, or a shared disk).
+        scratch = Path(tempfile.mkdtemp(prefix="mnistlab-worker-"))
+        try:
+            shutil.copytree(run_dir, scratch / "run", symlinks=True)
+            return _resume(scratch / "run", config, progress=False, **options)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _resume(run_dir, config, progress=progress, **options)
+
+
+def _resume(run_dir: Path, config: TrainConfig, *, data_dir: Path | None, dataset,
+            force: bool, progress: bool, checkpoints: bool, checkpoint_every: int | None,
+            devices: int | None) -> RunResult:
+    run = load_run(run_dir)
     if dataset is None:
         dataset = _load_dataset(config, data_dir, progress)
     recorded = run.config.get("data", {}).get("checksums", {})
@@ -482,11 +494,50 @@ def evaluate_run(run_dir: Path, *, data_dir: Path | None = None, progress: bool 
     model = load_model(run_dir)
     split, dataset = run_test_split(run_dir, data_dir=data_dir, dataset=dataset,
                                     progress=progress)
+    check_model_fits_images(model, split.test_images, Path(run_dir) / "model")
     probabilities = model.predict_proba(split.test_images)
     metrics = compute_metrics(split.test_labels, probabilities, dataset.class_names)
     recorded_checksums = run.config.get("data", {}).get("checksums", {})
     return Evaluation(Path(run_dir), metrics, run.metrics,
                       recorded_checksums == dict(dataset.checksums))
+
+
+def check_model_fits_images(model, images: np.ndarray, source: Path) -> None:
+    """Refuse, in one line, a model whose recorded image shape is not the data's.
+
+    The shape comes from the model's params.json, a file people can edit; a wrong one would
+    otherwise fail deep inside the model (or scramble the pixels of a same-sized shape).
+    """
+    shape = tuple(images.shape[1:])
+    fitted = tuple(model.image_shape_)
+    if fitted not in (shape, (int(np.prod(shape)),)):
+        raise RunError(f"the model in {source} was fitted on images of shape {fitted} "
+                       f"(fitted.image_shape_ in its params.json), but the run's test images "
+                       f"have shape {shape}")
+
+
+def _reproduce_on_ray(pairs: list, out_dir: Path, dataset, *, resume: bool,
+                      address: str | None, progress: bool) -> None:
+    """Train a reproduction's (configuration, run directory) pairs as Ray Tune trials; a
+    `RunError` naming the first run that did not complete, after all have ended."""
+    from mnistlab.sweep import run_many
+
+    def report(index: int, outcome) -> None:
+        if progress:
+            print(f"{outcome.run_dir.name}: {outcome.status}"
+                  + (f" in {outcome.seconds:.0f} s" if outcome.seconds else ""),
+                  file=sys.stderr, flush=True)
+
+    outcomes = run_many(pairs, dataset=dataset, resume=resume, address=address,
+                        on_finish=report)
+    unfinished = [outcome for outcome in outcomes if outcome.status not in ("completed",
+                                                                            "skipped")]
+    if unfinished:
+        first = unfinished[0]
+        raise RunError(f"{len(unfinished)} of the reproduction's runs did not finish "
+                       f"({first.run_dir.name}: {first.status}"
+                       f"{': ' + first.error if first.error else ''}); the others are kept; "
+                       f"continue with: mnistlab reproduce --resume {out_dir} --parallel")
 
 
 # The tutorial's models, in the order it trains them.
@@ -501,7 +552,8 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
               data_dir: Path | None = None, seed: int = 0, num_seeds: int = 1,
               limit_train: int | None = None, limit_test: int | None = None,
               presets: Sequence[str] = TUTORIAL_PRESETS, beyond: bool = False,
-              overwrite: bool = False, progress: bool = True, resume: bool = False) -> dict:
+              overwrite: bool = False, progress: bool = True, resume: bool = False,
+              parallel: bool = False, address: str | None = None) -> dict:
     """Run the tutorial end to end and write its report; returns the summary.
 
     Each preset becomes a run directory `out_dir/<preset>`; `report.html` (self-contained),
@@ -514,6 +566,12 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
     An interrupted reproduction keeps the runs it finished; `resume=True` (with the same
     `out_dir`; the other arguments are read from its `reproduce.json`) resumes the
     interrupted run and trains the missing ones.
+
+    `parallel=True` trains the runs as trials on Ray Tune (`sweep.run_many`: a local Ray
+    instance, one CPU and one TensorFlow thread per run, or the cluster at `address`) instead
+    of one after another; each run's numbers are the same either way. A run that fails or is
+    interrupted there stops the reproduction before its report, naming the run; the others
+    are kept for `resume=True`.
     """
     from mnistlab.config import make_config
     from mnistlab.report import ReportRow, write_reproduction_report
@@ -541,8 +599,7 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ConfigError(f"the number of seeds must be a positive whole number, "
                           f"got {num_seeds!r}")
-    out_dir = Path(out_dir) if out_dir is not None else Path("runs") / (
-        datetime.now().strftime("%Y%m%d-%H%M%S") + "-reproduce")
+    out_dir = Path(out_dir) if out_dir is not None else unique_run_dir("reproduce")
     presets = tuple(presets) + (BEYOND_PRESETS if beyond else ())
     configs = [make_config(preset=name, dataset=dataset_name, seed=seed,
                            limit_train=limit_train, limit_test=limit_test) for name in presets]
@@ -554,14 +611,25 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
         write_json(out_dir / REPRODUCE_FILE, {
             "dataset": dataset_name, "seed": seed, "num_seeds": num_seeds,
             "limit_train": limit_train, "limit_test": limit_test, "presets": list(presets)})
+    def run_path(config, run_seed: int) -> Path:
+        return out_dir / (config.preset if run_seed == seed else
+                          f"{config.preset}-seed{run_seed}")
+
+    if parallel:
+        _reproduce_on_ray([(dataclasses.replace(config, seed=run_seed), run_path(config, run_seed))
+                           for config in configs for run_seed in range(seed, seed + num_seeds)],
+                          out_dir, dataset, resume=resume, address=address, progress=progress)
     rows = []
     for config in configs:
         seed_runs = []
         for run_seed in range(seed, seed + num_seeds):
-            name = config.preset if run_seed == seed else f"{config.preset}-seed{run_seed}"
-            path = out_dir / name
+            path = run_path(config, run_seed)
             try:
-                if resume and path.exists():
+                if parallel:  # trained above; a failed run kept by `resume` is no result
+                    if load_run(path).status != "completed":
+                        raise RunError(f"{path} did not complete; resume it with: "
+                                       f"mnistlab train --resume {path}")
+                elif resume and path.exists():
                     run = load_run(path)
                     if run.status != "completed":
                         resume_run(path, dataset=dataset, progress=progress)

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,23 @@ def check_run_target(run_dir: Path, overwrite: bool, marker: str | None = None) 
     if foreign is not None:
         raise RunError(f"{run_dir} holds {foreign}, which mnistlab did not write; not "
                        "replacing it")
+
+
+def unique_run_dir(label: str, root: Path = Path("runs")) -> Path:
+    """`root/<time>-<label>-<6 random hex digits>`, a name no other directory has.
+
+    Directories started in the same second, by other processes or containers sharing
+    `root`, draw other random digits (from the system, never from the seeded generators); a
+    name that exists already is drawn again. Were two ever to draw the same name, the
+    second would be refused when its directory is created, never mixed with the first.
+    """
+    import secrets
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    while True:
+        candidate = Path(root) / f"{stamp}-{label}-{secrets.token_hex(3)}"
+        if not (candidate.exists() or candidate.is_symlink()):
+            return candidate
 
 
 def create_run_dir(run_dir: Path, overwrite: bool = False, marker: str | None = None) -> Path:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from mnistlab.cli.common import add_command, add_data_options
 from mnistlab.errors import ConfigError
+from mnistlab.runs import unique_run_dir
 
 TRUE_WORDS = ("true", "on", "yes", "1")
 FALSE_WORDS = ("false", "off", "no", "0")
@@ -75,7 +75,7 @@ def register(subparsers) -> None:
                        help="do not share compiled XLA code between trials (see README)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=None,
-                        help="the sweep's directory (default runs/<time>-sweep-<model>)")
+                        help="the sweep's directory (default runs/<time>-sweep-<model>-<random>)")
     output.add_argument("--resume", nargs="?", type=Path, const=True, default=None,
                         metavar="DIR",
                         help="continue the interrupted sweep in DIR (or --out): finished "
@@ -188,8 +188,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             raise ConfigError(unknown_name_message("model to sweep", model, TRAINABLE_MODELS))
         grid, ranges = parse_grid(model, args.grid), parse_random(model, args.random)
     if out is None:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{stamp}-sweep-{args.preset or model}"
+        out = unique_run_dir(f"sweep-{args.preset or model}")
     try:
         result = sweep(None if continuing else model, preset=args.preset, grid=grid,
                        random=ranges, trials=args.trials, seeds=args.seeds, seed=args.seed,

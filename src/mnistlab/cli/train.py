@@ -93,7 +93,7 @@ def register(subparsers) -> None:
                   "mnistlab reproduce --beyond --out runs/beyond   # add mlp, cnn-fast, cnn",
                   "mnistlab reproduce --seeds 5                     # the spread over 5 seeds"])
     reproduce.add_argument("--out", type=Path, default=None,
-                           help="output directory (default runs/<time>-reproduce)")
+                           help="output directory (default runs/<time>-reproduce-<random>)")
     reproduce.add_argument("--beyond", action="store_true",
                            help="also train the neural presets mlp, cnn-fast and cnn")
     reproduce.add_argument("--seeds", type=int, default=1, metavar="N",
@@ -102,6 +102,12 @@ def register(subparsers) -> None:
     reproduce.add_argument("--resume", type=Path, default=None, metavar="OUT",
                            help="finish an interrupted reproduction: keep its finished runs, "
                                 "resume the interrupted one, train the rest")
+    reproduce.add_argument("--parallel", action="store_true",
+                           help="train the runs side by side on Ray Tune, one CPU each (needs "
+                                "the sweep extra: pip install 'mnistlab[sweep]')")
+    reproduce.add_argument("--address", default=None,
+                           help="with --parallel: the Ray cluster to run on (default: a local "
+                                "Ray instance)")
     add_data_options(reproduce)
     add_run_options(reproduce)
 
@@ -230,13 +236,16 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     if args.resume is not None and args.out is not None:
         raise ConfigError("--resume names the reproduction to finish; drop --out")
+    if args.address is not None and not args.parallel:
+        raise ConfigError("--address goes with --parallel")
     try:
         summary = reproduce(args.resume or args.out, dataset_name=args.dataset,
                             data_dir=args.data_dir, seed=args.seed,
                             limit_train=args.limit_train, limit_test=args.limit_test,
                             beyond=args.beyond, num_seeds=args.seeds,
                             overwrite=args.overwrite, progress=not args.quiet,
-                            resume=args.resume is not None)
+                            resume=args.resume is not None, parallel=args.parallel,
+                            address=args.address)
     except TrainingInterrupted as error:
         print(f"mnistlab: interrupted at step {error.step:,}; the finished runs are kept; "
               f"resume with: {error.resume_command}", file=sys.stderr)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import weakref
 from collections.abc import Callable
@@ -36,7 +37,8 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from mnistlab._lazy import keras, tf
-from mnistlab.errors import RunError
+from mnistlab.errors import ConfigError, RunError
+from mnistlab.models._layers import fused_batch_normalization
 from mnistlab.models._saved import empty_save_directory, read_model_document, write_model_document
 from mnistlab.models.base import (
     LOOP_OPTIONS,
@@ -57,7 +59,7 @@ from mnistlab.models.base import (
 )
 from mnistlab.training.batching import make_batch_plan
 from mnistlab.training.checkpoint import Checkpointer
-from mnistlab.training.distribute import build_distributed_chunk, check_batch
+from mnistlab.training.distribute import build_distributed_chunk, check_batch, stop_agreement
 from mnistlab.training.loop import (
     ChunkResult,
     as_int32,
@@ -125,10 +127,36 @@ class _LayerNames:
         return layer_class(*args, name=name if count == 0 else f"{name}_{count}", **kwargs)
 
 
-def _sync(synchronized: bool) -> dict:
-    """Batch norm's keyword for statistics over all replicas, those of the global batch
-    (none when not distributed, so the layer is the plain one)."""
-    return {"synchronized": True} if synchronized else {}
+def _weights_problem(error: Exception) -> str:
+    """One line on why Keras could not load a weights file into the network."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("A total of"):
+        # Keras: "A total of N objects could not be loaded. Example error message for
+        # object <Dense ...>:", then the example; weights of another network, or a
+        # params.json edited to describe another one.
+        detail = lines[1].split(". Target variable")[0]
+        shapes = re.search(r"variable\.shape=\([^)]*\), Received: value\.shape=\([^)]*\)",
+                           detail)
+        return ("they do not fit the network its params.json describes ("
+                + (shapes.group(0) if shapes else detail[:200]) + ")")
+    return lines[0] if lines else type(error).__name__
+
+
+def _physical_memory() -> int | None:
+    """This machine's memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _batch_norm(layer: _LayerNames, synchronized: bool, fused: bool = True):
+    """A batch-normalisation layer: trained with TensorFlow's fused kernel (see
+    `_layers.py`; `fused=False`, which the benchmark sets, for Keras' own), or under a
+    strategy Keras' layer with statistics over all replicas, those of the global batch."""
+    if synchronized:
+        return layer(keras.layers.BatchNormalization, synchronized=True)
+    return layer(fused_batch_normalization() if fused else keras.layers.BatchNormalization)
 
 
 def _fraction(help_text: str) -> Option:
@@ -174,6 +202,7 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
     export_formats = ("savedmodel", "tflite", "onnx")
     options = NEURAL_OPTIONS
     _jit_compile = False
+    _fused_batch_norm = True  # False: Keras' own batch norm (benchmarks/bench_cnn.py)
     check_option_combination = staticmethod(check_loop_length)
 
     # ----------------------------------------------------------------------------- network
@@ -187,6 +216,29 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
     def _fit_image_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
         """The image shape the network is built for, from the shape `fit` was given."""
         return image_shape
+
+    def _size(self) -> tuple[int, int]:  # pragma: no cover
+        """(parameters, activation values per image) of the network for the fitted shape
+        and classes, counted without building it."""
+        raise NotImplementedError
+
+    def _check_memory(self) -> None:
+        """Refuse in one line a network too big for this machine's memory, before Keras
+        allocates it (a width of 16,384 at depth 64 is 17 billion parameters).
+
+        The estimate counts 6 copies of the parameters (weights, gradients, two Adam
+        moments, the moving average, a spare) and 4 of the activations of a training batch
+        or a prediction batch, 4 bytes each.
+        """
+        parameters, activations = self._size()
+        needed = 4 * (6 * parameters + 4 * max(self.batch_size, PREDICT_BATCH) * activations)
+        available = _physical_memory()
+        if available and needed > 0.8 * available:
+            raise ConfigError(
+                f"this network ({parameters:,} parameters, {activations:,} activations per "
+                f"image) would need about {needed / 1024 ** 3:,.1f} GiB of memory to train, "
+                f"more than this machine's {available / 1024 ** 3:,.0f} GiB allow: make it "
+                f"narrower or shallower, or the batch smaller")
 
     def count_parameters(self) -> int:
         """Trainable and non-trainable parameters (batch-norm statistics included)."""
@@ -310,6 +362,7 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         self.__dict__.pop("network_", None)  # a failed fit leaves the model unfitted
         X, labels = prepare_fit_input(self, X, y)
         self.image_shape_ = self._fit_image_shape(self.image_shape_)
+        self._check_memory()
         images = _as_images(X, self.image_shape_)
         validation = prepare_validation(self, validation_data)
 
@@ -362,7 +415,8 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         try:
             run_chunks(run_chunk, plan, chunk_steps, self.log_every, make_record, callback,
                        self.history_, checkpoint,
-                       variables_state([*network.variables, *optimizer.variables]))
+                       variables_state([*network.variables, *optimizer.variables]),
+                       stop_agreement(strategy))
             if self.ema_decay:
                 optimizer.finalize_variable_values(network.trainable_variables)
             check_finite(network.variables, total_steps)
@@ -465,9 +519,8 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         try:
             network.load_weights(str(directory / WEIGHTS_FILE))
         except (OSError, ValueError, KeyError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise RunError(f"cannot read the weights in {directory}: "
-                           f"{first_line or type(error).__name__}") from None
+                           f"{_weights_problem(error)}") from None
         model.network_ = network
         return model
 
@@ -499,6 +552,12 @@ class MLP(NeuralClassifier):
         # Every argument is stored under its own name (scikit-learn's get_params reads them).
         self.store_options(locals())
 
+    def _size(self) -> tuple[int, int]:
+        widths = [int(np.prod(self.image_shape_)), *[self.width] * self.depth,
+                  len(self.classes_)]
+        parameters = sum((inputs + 1) * outputs for inputs, outputs in zip(widths, widths[1:]))
+        return parameters + 4 * self.width * self.depth, sum(widths) + 3 * self.width * self.depth
+
     def build_network(self, synchronized: bool = False) -> keras.Model:
         """features -> depth x width -> classes; parameters 785 w + (depth - 1)(w + 1) w +
         10(w + 1) for MNIST, plus 4 w per layer with batch norm (whose dense layers then
@@ -508,7 +567,7 @@ class MLP(NeuralClassifier):
         for _ in range(self.depth):
             stack.append(layer(layers.Dense, self.width, use_bias=not self.batch_norm))
             if self.batch_norm:
-                stack.append(layer(layers.BatchNormalization, **_sync(synchronized)))
+                stack.append(_batch_norm(layer, synchronized, self._fused_batch_norm))
             stack.append(layer(layers.ReLU))
             if self.dropout:
                 stack.append(layer(layers.Dropout, self.dropout))
@@ -521,10 +580,14 @@ class CNN(NeuralClassifier):
 
     Block b (0-based) holds `convs_per_block` 3x3 'same' convolutions of `width * 2**b`
     filters, each Conv -> [BatchNormalization] -> ReLU, then 2x2 max-pooling (28 -> 14 -> 7
-    -> 3). Then Flatten -> [Dropout] -> Dense(dense_units) -> [BN] -> ReLU -> [Dropout] ->
-    Dense(classes), or Flatten -> [Dropout] -> Dense(classes) when `dense_units` is 0. Not
-    XLA-compiled: oneDNN's convolutions are several times faster than XLA's on CPU. It takes
-    images (N, H, W), or features whose count is a square (N, side * side).
+    -> 3); with `pool_first` the pooling comes right after the block's last convolution, so
+    that its batch norm and ReLU work on a quarter of the values (the ReLU commutes with the
+    pooling; batch norm nearly does). Measured on `cnn-fast` (benchmarks/bench_cnn.py), a
+    training step takes about 0.75 times as long. Then Flatten -> [Dropout] ->
+    Dense(dense_units) -> [BN] -> ReLU -> [Dropout] -> Dense(classes), or Flatten ->
+    [Dropout] -> Dense(classes) when `dense_units` is 0. Not XLA-compiled: oneDNN's
+    convolutions are several times faster than XLA's on CPU. It takes images (N, H, W), or
+    features whose count is a square (N, side * side).
     """
 
     model_name = "cnn"
@@ -536,6 +599,8 @@ class CNN(NeuralClassifier):
         "convs_per_block": Option(Integer(1, 16), "3x3 convolutions per block"),
         "dense_units": Option(Integer(0, 16_384), "units of the dense layer before the output "
                                                   "(0: none)"),
+        "pool_first": Option(Boolean(), "max-pool each block's last convolution before its "
+                                        "batch norm and ReLU (a quarter of their work)"),
         **NEURAL_OPTIONS,
     }
 
@@ -547,7 +612,7 @@ class CNN(NeuralClassifier):
                  label_smoothing: float = 0.0, ema_decay: float = 0.0, batch_size: int = 128,
                  num_steps: int | None = None, num_epochs: int | None = 10,
                  log_every: int = 50, convs_per_block: int = 2, dense_units: int = 128,
-                 seed: int = 0):
+                 pool_first: bool = False, seed: int = 0):
         self.store_options(locals())
 
     def _fit_image_shape(self, image_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -562,25 +627,44 @@ class CNN(NeuralClassifier):
                              f"for {self.depth} blocks of 2x2 pooling")
         return image_shape
 
+    def _size(self) -> tuple[int, int]:
+        (height, width), channels = self.image_shape_, 1
+        parameters, activations = 0, height * width
+        for block in range(self.depth):
+            filters = self.width * 2 ** block
+            for _ in range(self.convs_per_block):
+                parameters += (9 * channels + 5) * filters  # kernel, bias, batch norm
+                activations += 3 * height * width * filters  # conv, batch norm, ReLU
+                channels = filters
+            height, width = height // 2, width // 2
+            activations += height * width * channels
+        units = [height * width * channels, *([self.dense_units] if self.dense_units else []),
+                 len(self.classes_)]
+        parameters += sum((inputs + 5) * outputs for inputs, outputs in zip(units, units[1:]))
+        return parameters, activations + 3 * sum(units)
+
     def build_network(self, synchronized: bool = False) -> keras.Model:
         """Images (batch, H, W, 1) -> logits (batch, classes)."""
         layer, layers = _LayerNames(), keras.layers
         stack = [self._network_input()]
         for block in range(self.depth):
-            for _ in range(self.convs_per_block):
+            for index in range(self.convs_per_block):
                 stack.append(layer(layers.Conv2D, self.width * 2 ** block, 3, padding="same",
                                    use_bias=not self.batch_norm))
+                if self.pool_first and index == self.convs_per_block - 1:
+                    stack.append(layer(layers.MaxPooling2D))
                 if self.batch_norm:
-                    stack.append(layer(layers.BatchNormalization, **_sync(synchronized)))
+                    stack.append(_batch_norm(layer, synchronized, self._fused_batch_norm))
                 stack.append(layer(layers.ReLU))
-            stack.append(layer(layers.MaxPooling2D))
+            if not self.pool_first:
+                stack.append(layer(layers.MaxPooling2D))
         stack.append(layer(layers.Flatten))
         if self.dropout:
             stack.append(layer(layers.Dropout, self.dropout))
         if self.dense_units:
             stack.append(layer(layers.Dense, self.dense_units, use_bias=not self.batch_norm))
             if self.batch_norm:
-                stack.append(layer(layers.BatchNormalization, **_sync(synchronized)))
+                stack.append(_batch_norm(layer, synchronized, self._fused_batch_norm))
             stack.append(layer(layers.ReLU))
             if self.dropout:
                 stack.append(layer(layers.Dropout, self.dropout))

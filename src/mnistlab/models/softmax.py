@@ -47,7 +47,7 @@ from mnistlab.models.base import (
 )
 from mnistlab.training.batching import make_batch_plan
 from mnistlab.training.checkpoint import Checkpointer
-from mnistlab.training.distribute import build_distributed_chunk, check_batch
+from mnistlab.training.distribute import build_distributed_chunk, check_batch, stop_agreement
 from mnistlab.training.loop import (
     ChunkResult,
     as_int32,
@@ -425,7 +425,8 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         self.history_: list[dict] = []
         run_chunks(run_chunk, plan, chunk_steps, self.log_every, make_record, callback,
                    self.history_, checkpoint,
-                   variables_state([weights, bias, *optimizer.variables]))
+                   variables_state([weights, bias, *optimizer.variables]),
+                   stop_agreement(strategy))
         check_finite([weights, bias], total_steps)
         self.weights_ = tf.transpose(weights).numpy()  # (features, classes)
         self.bias_ = bias.numpy()  # (classes,)

@@ -82,6 +82,33 @@ def make_strategy(name: str, devices: int | None = None):
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
 
 
+def stop_agreement(strategy) -> Callable[[int | None], int | None] | None:
+    """For workers in several processes, a function that makes a stop request (Ctrl-C,
+    SIGTERM) reach every worker at the same chunk boundary; None otherwise.
+
+    A signal reaches each worker process on its own, so they would see it at different
+    chunks, and the ones that went on would wait for the others' collectives until the
+    timeout. The loop calls `agree(signal_number_or_None)` at every chunk boundary, on every
+    worker (a sum of one number per replica, a collective); when any worker was asked to
+    stop, every worker gets a signal number back (its own, else SIGINT's) and they checkpoint
+    and stop together.
+    """
+    if strategy is None or worker_role()[1] < 2:
+        return None
+    import signal
+
+    @tf.function
+    def count(flag):
+        per_replica = strategy.run(lambda: tf.identity(flag))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    def agree(signal_number: int | None) -> int | None:
+        asked = float(count(tf.constant(0.0 if signal_number is None else 1.0)))
+        return (signal_number or int(signal.SIGINT)) if asked > 0 else None
+
+    return agree
+
+
 def replica_slice(global_size: int):
     """(start, stop) of this replica's slice of a global batch of `global_size` rows."""
     context = tf.distribute.get_replica_context()

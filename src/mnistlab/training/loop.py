@@ -83,8 +83,8 @@ def run_chunks(run_chunk: Callable[[int, int], ChunkResult], plan: BatchPlan,
                chunk_steps: int, log_every: int,
                make_record: Callable[[int, int, np.ndarray], dict],
                callback: Callback | None = None, history: list[dict] | None = None,
-               checkpoint: Checkpointer | None = None, state: TrainingState | None = None
-               ) -> list[dict]:
+               checkpoint: Checkpointer | None = None, state: TrainingState | None = None,
+               agree_stop: Callable[[int | None], int | None] | None = None) -> list[dict]:
     """Run the whole plan, `chunk_steps` steps per call of `run_chunk(start, count)`.
 
     `make_record(step, epoch, row)` turns a record step's row into a record (a dict with
@@ -97,7 +97,8 @@ def run_chunks(run_chunk: Callable[[int, int], ChunkResult], plan: BatchPlan,
     With a `checkpoint`, the loop saves `state` between chunks when one is due, and starts
     from the newest checkpoint when `checkpoint.resume` is set. A stop request (Ctrl-C,
     SIGTERM) ends the loop at the next chunk boundary, after a checkpoint, with
-    `TrainingInterrupted`.
+    `TrainingInterrupted`; with workers in several processes, `agree_stop`
+    (`training.distribute.stop_agreement`) makes them all stop at the same boundary.
     """
     history = [] if history is None else history
     total_steps = plan.total_steps
@@ -128,7 +129,7 @@ def run_chunks(run_chunk: Callable[[int, int], ChunkResult], plan: BatchPlan,
             if not new_records or new_records[-1]["step"] != end:
                 callback(end, total_steps, None)
         if end < total_steps:
-            stop = stop_requested()
+            stop = stop_requested() if agree_stop is None else agree_stop(stop_requested())
             epoch_ended = plan.epoch_of(end) != plan.epoch_of(end + 1)
             if checkpoint is not None and (stop or checkpoint.due(end, epoch_ended)):
                 checkpoint.save(end, state.get(), history)
