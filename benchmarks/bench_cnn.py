@@ -181,13 +181,14 @@ def frontier_table(directories: list[Path]) -> None:
     print("| preset | options (differing from the preset) | seeds | mean | sd | min | "
           "train s | images/s | frontier |")
     print("|---|---|---|---:|---:|---:|---:|---:|---|")
-    for row in rows:
-        from mnistlab.config import PRESETS
+    from mnistlab.config import PRESETS, make_config
 
-        preset = PRESETS.get(row["preset"])
-        defaults = dict(preset.options) if preset else {}
+    for row in rows:
+        # The preset's whole configuration (model defaults and the preset's own options).
+        defaults = dict(make_config(preset=row["preset"]).model_config) \
+            if row["preset"] in PRESETS else {}
         differing = {key: value for key, value in row["options"].items()
-                     if key in defaults and defaults[key] != value}
+                     if defaults.get(key, value) != value}
         print(f"| {row['preset']} | {json.dumps(differing) if differing else ''} | "
               f"{','.join(map(str, row['seeds']))} | {row['mean']:.4f} | {row['sd']:.4f} | "
               f"{row['min']:.4f} | {row['seconds']:.0f} | {row['rate']:,.0f} | "

@@ -229,3 +229,48 @@ def test_tensorboard_events_repeat_the_history(straight_run):
     assert events.SummaryMetadata("train/loss").plugin_data.plugin_name == "scalars"
     metrics = json.loads((straight_run / "metrics.json").read_text())
     assert scalars("test/accuracy")[-1][1] == pytest.approx(metrics["test_accuracy"], rel=1e-6)
+
+
+# --- a signal at any point of a reproduction ----------------------------------------------
+
+REPRODUCE = ["reproduce", "--limit-train", "300", "--limit-test", "100", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def straight_reproduction(toy_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("straight-reproduction") / "out"
+    assert main([*REPRODUCE, "--dataset", str(toy_dir), "--out", str(out)]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_number, waits_for", [
+    (signal.SIGTERM, "tutorial-v1"),  # its directory made, nothing in it yet
+    (signal.SIGINT, "tutorial-v2/config.json"),  # before its training starts
+    (signal.SIGTERM, "tutorial-v3/metrics.json"),  # trained, its figures being drawn
+], ids=["directory-made", "before-training", "while-finishing"])
+def test_a_signal_anywhere_in_reproduce_stops_it_cleanly_and_resume_finishes_it(
+        signal_number, waits_for, toy_dir, straight_reproduction, tmp_path):
+    """The signal is kept for the next safe point (a chunk boundary, or before the next
+    run): one line naming the resume command, no half-written run; `reproduce --resume`
+    then finishes with the numbers of a reproduction that never stopped."""
+    out = tmp_path / "out"
+    process = _start([*REPRODUCE, "--dataset", str(toy_dir), "--out", str(out)], os.environ)
+    deadline = time.monotonic() + 120
+    while not (out / waits_for).exists():
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.005)
+    os.kill(process.pid, signal_number)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal_number, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"resume with: mnistlab reproduce --resume {out}" in lines[0]
+    assert not (out / "summary.json").exists()
+    for run_dir in out.iterdir():  # every run there is a run, marked as what it is
+        if run_dir.is_dir() and run_dir.name.startswith("tutorial"):
+            assert json.loads((run_dir / "run.json").read_text())["status"] in (
+                "completed", "interrupted")
+    assert main(["reproduce", "--resume", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(row["name"], row["test_accuracy"]) for row in summary["models"]] == \
+        [(row["name"], row["test_accuracy"]) for row in straight_reproduction["models"]]

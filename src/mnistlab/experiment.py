@@ -34,6 +34,7 @@ from mnistlab.runs import (
     RUN_FILE,
     check_run_target,
     create_run_dir,
+    is_run,
     load_model,
     load_run,
     read_json,
@@ -516,6 +517,26 @@ def check_model_fits_images(model, images: np.ndarray, source: Path) -> None:
                        f"have shape {shape}")
 
 
+def _reproduce_run(config: TrainConfig, path: Path, dataset, *, resume: bool,
+                   progress: bool) -> None:
+    """Train one run of a reproduction, or with `resume` finish it: a completed run is kept,
+    an interrupted or killed one resumed, and one whose directory was made but never marked
+    (a second Ctrl-C stops at once) trained anew. A stop request made since the last run
+    stops here, before anything of this one is written."""
+    from mnistlab.training.checkpoint import TrainingInterrupted, stop_requested
+
+    requested = stop_requested()
+    if requested:
+        raise TrainingInterrupted(None, requested)
+    if resume and is_run(path):
+        if load_run(path).status != "completed":
+            resume_run(path, dataset=dataset, progress=progress)
+        return
+    # With `resume`, a directory of ours that never became a run makes way (`overwrite`
+    # replaces only what mnistlab provably wrote).
+    train_and_evaluate(config, path, dataset=dataset, progress=progress, overwrite=resume)
+
+
 def _reproduce_on_ray(pairs: list, out_dir: Path, dataset, *, resume: bool,
                       address: str | None, progress: bool) -> None:
     """Train a reproduction's (configuration, run directory) pairs as Ray Tune trials; a
@@ -575,7 +596,7 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
     """
     from mnistlab.config import make_config
     from mnistlab.report import ReportRow, write_reproduction_report
-    from mnistlab.training.checkpoint import TrainingInterrupted
+    from mnistlab.training.checkpoint import STOP, TrainingInterrupted
 
     if resume:
         if out_dir is None:
@@ -605,44 +626,43 @@ def reproduce(out_dir: Path | None = None, *, dataset_name: str = "mnist",
                            limit_train=limit_train, limit_test=limit_test) for name in presets]
     if not resume:
         check_run_target(out_dir, overwrite, marker=REPRODUCE_FILE)
-    dataset = _load_dataset(configs[0], data_dir, progress)
-    if not resume:
-        create_run_dir(out_dir, overwrite, marker=REPRODUCE_FILE)
-        write_json(out_dir / REPRODUCE_FILE, {
-            "dataset": dataset_name, "seed": seed, "num_seeds": num_seeds,
-            "limit_train": limit_train, "limit_test": limit_test, "presets": list(presets)})
-    def run_path(config, run_seed: int) -> Path:
-        return out_dir / (config.preset if run_seed == seed else
-                          f"{config.preset}-seed{run_seed}")
+    # A signal from here on is a stop request, kept for the next safe point (the training
+    # loop's next chunk boundary, or before the next run), never a half-written run.
+    with STOP:
+        dataset = _load_dataset(configs[0], data_dir, progress)
+        if not resume:
+            create_run_dir(out_dir, overwrite, marker=REPRODUCE_FILE)
+            write_json(out_dir / REPRODUCE_FILE, {
+                "dataset": dataset_name, "seed": seed, "num_seeds": num_seeds,
+                "limit_train": limit_train, "limit_test": limit_test, "presets": list(presets)})
 
-    if parallel:
-        _reproduce_on_ray([(dataclasses.replace(config, seed=run_seed), run_path(config, run_seed))
-                           for config in configs for run_seed in range(seed, seed + num_seeds)],
-                          out_dir, dataset, resume=resume, address=address, progress=progress)
-    rows = []
-    for config in configs:
-        seed_runs = []
-        for run_seed in range(seed, seed + num_seeds):
-            path = run_path(config, run_seed)
-            try:
-                if parallel:  # trained above; a failed run kept by `resume` is no result
-                    if load_run(path).status != "completed":
-                        raise RunError(f"{path} did not complete; resume it with: "
-                                       f"mnistlab train --resume {path}")
-                elif resume and path.exists():
-                    run = load_run(path)
-                    if run.status != "completed":
-                        resume_run(path, dataset=dataset, progress=progress)
-                else:
-                    train_and_evaluate(dataclasses.replace(config, seed=run_seed), path,
-                                       dataset=dataset, progress=progress)
-            except TrainingInterrupted as error:
-                error.resume_command = f"mnistlab reproduce --resume {out_dir}"
-                raise
-            seed_runs.append(load_run(path))
-        rows.append(ReportRow(config.preset, seed_runs[0], seed_runs))
-    summary = write_reproduction_report(
-        out_dir, rows, dataset=dataset.name, seed=seed, num_seeds=num_seeds,
-        limits={"limit_train": limit_train, "limit_test": limit_test})
+        # Per preset, its runs: (configuration with the seed, run directory).
+        planned = [[(dataclasses.replace(config, seed=run_seed),
+                     out_dir / (config.preset if run_seed == seed
+                                else f"{config.preset}-seed{run_seed}"))
+                    for run_seed in range(seed, seed + num_seeds)] for config in configs]
+        if parallel:
+            _reproduce_on_ray([pair for runs in planned for pair in runs], out_dir, dataset,
+                              resume=resume, address=address, progress=progress)
+        rows = []
+        for config, runs in zip(configs, planned):
+            seed_runs = []
+            for run_config, path in runs:
+                try:
+                    if parallel:  # trained above; a failed run kept by `resume` is no result
+                        if load_run(path).status != "completed":
+                            raise RunError(f"{path} did not complete; resume it with: "
+                                           f"mnistlab train --resume {path}")
+                    else:
+                        _reproduce_run(run_config, path, dataset, resume=resume,
+                                       progress=progress)
+                except TrainingInterrupted as error:
+                    error.resume_command = f"mnistlab reproduce --resume {out_dir}"
+                    raise
+                seed_runs.append(load_run(path))
+            rows.append(ReportRow(config.preset, seed_runs[0], seed_runs))
+        summary = write_reproduction_report(
+            out_dir, rows, dataset=dataset.name, seed=seed, num_seeds=num_seeds,
+            limits={"limit_train": limit_train, "limit_test": limit_test})
     summary["out_dir"] = str(out_dir)
     return summary

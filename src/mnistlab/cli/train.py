@@ -114,7 +114,7 @@ def register(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """`mnistlab train`: train, or resume with --resume; Ctrl-C stops after a checkpoint."""
-    from mnistlab.training.checkpoint import TrainingInterrupted
+    from mnistlab.training.checkpoint import STOP, TrainingInterrupted
 
     if args.checkpoint_every is not None and not 1 <= args.checkpoint_every <= 10 ** 8:
         raise ConfigError(f"--checkpoint-every must be a whole number from 1 to "
@@ -130,7 +130,10 @@ def run_train(args: argparse.Namespace) -> int:
             raise ConfigError("--workers goes with --strategy multi-worker and --worker-index")
         configure_workers(args.workers.split(","), args.worker_index)
     try:
-        result = _resume(args) if args.resume is not None else _train(args)
+        # A signal while the data load or the run is written waits for the loop's next
+        # chunk boundary instead of killing the process half-way (see StopRequest).
+        with STOP:
+            result = _resume(args) if args.resume is not None else _train(args)
     except TrainingInterrupted as error:
         run_dir = getattr(error, "run_dir", args.resume or args.out)
         print(f"mnistlab: interrupted at step {error.step:,}; resume with: "
@@ -247,7 +250,8 @@ def run_reproduce(args: argparse.Namespace) -> int:
                             resume=args.resume is not None, parallel=args.parallel,
                             address=args.address)
     except TrainingInterrupted as error:
-        print(f"mnistlab: interrupted at step {error.step:,}; the finished runs are kept; "
+        where = "" if error.step is None else f" at step {error.step:,}"
+        print(f"mnistlab: interrupted{where}; the finished runs are kept; "
               f"resume with: {error.resume_command}", file=sys.stderr)
         return error.exit_code
     from mnistlab.report import report_table

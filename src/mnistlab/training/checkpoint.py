@@ -31,10 +31,11 @@ CHECKPOINT_PATTERN = re.compile(r"^step-(\d{9})\.json$")
 
 
 class TrainingInterrupted(MnistlabError):
-    """Training stopped on request (Ctrl-C or SIGTERM) after writing a checkpoint."""
+    """Training stopped on request (Ctrl-C or SIGTERM) after writing a checkpoint; `step`
+    None: between runs, none of them half-done."""
 
-    def __init__(self, step: int, signal_number: int):
-        super().__init__(f"interrupted at step {step:,}")
+    def __init__(self, step: int | None, signal_number: int):
+        super().__init__("interrupted" if step is None else f"interrupted at step {step:,}")
         self.step = step
         self.signal_number = signal_number
         self.exit_code = 128 + signal_number
@@ -113,12 +114,20 @@ def _npz_bytes(arrays: Sequence[np.ndarray]) -> bytes:
 
 
 class StopRequest:
-    """Ctrl-C or SIGTERM asks the loop to stop at the next chunk boundary (after a
-    checkpoint); a second signal stops at once (KeyboardInterrupt)."""
+    """Ctrl-C or SIGTERM asks the work to stop at its next safe point (the loop's next chunk
+    boundary, after a checkpoint; `reproduce` between runs); a second signal stops at once
+    (KeyboardInterrupt).
+
+    Used as a context manager around whatever must not be cut short: the command line holds
+    it for a whole `train` or `reproduce`, so that a signal while data load, a run directory
+    is created or a finished run is written is kept for the next safe point instead of
+    killing the process half-way. Nested uses share the outermost one's request.
+    """
 
     def __init__(self):
         self.signal_number: int | None = None
         self._previous: dict[int, object] = {}
+        self._depth = 0
 
     def _handle(self, signal_number, frame) -> None:
         if self.signal_number is not None:
@@ -126,6 +135,9 @@ class StopRequest:
         self.signal_number = signal_number
 
     def __enter__(self) -> StopRequest:
+        self._depth += 1
+        if self._depth > 1:
+            return self
         self.signal_number = None
         for number in (signal.SIGINT, signal.SIGTERM):
             try:
@@ -135,6 +147,9 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth:
+            return
         for number, handler in self._previous.items():
             signal.signal(number, handler)
         self._previous.clear()
