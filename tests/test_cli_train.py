@@ -187,6 +187,7 @@ def test_a_misspelt_choice_gets_a_suggestion(arguments, suggestion, capsys):
     assert len(error) == 1 and error[0].endswith(suggestion)
 
 
+@pytest.mark.slow  # a training and an evaluation in-process: seconds
 def test_a_hand_edited_image_shape_is_one_line_naming_the_field(toy_dataset_dir, tmp_path,
                                                                 capsys):
     """A model whose params.json claims another image shape with as many pixels (14x56
