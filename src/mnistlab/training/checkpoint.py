@@ -119,9 +119,10 @@ class StopRequest:
     (KeyboardInterrupt).
 
     Used as a context manager around whatever must not be cut short: the command line holds
-    it for a whole `train` or `reproduce`, so that a signal while data load, a run directory
-    is created or a finished run is written is kept for the next safe point instead of
-    killing the process half-way. Nested uses share the outermost one's request.
+    it for a whole `train` or `reproduce`, so that a signal that comes while the data load,
+    while a run directory is created or while a finished run is written is kept for the next
+    safe point instead of killing the process half-way. Nested uses share the outermost
+    one's request.
     """
 
     def __init__(self):
