@@ -59,7 +59,12 @@ from mnistlab.models.base import (
 )
 from mnistlab.training.batching import make_batch_plan
 from mnistlab.training.checkpoint import Checkpointer
-from mnistlab.training.distribute import build_distributed_chunk, check_batch, stop_agreement
+from mnistlab.training.distribute import (
+    build_distributed_chunk,
+    check_batch,
+    slice_sums,
+    stop_agreement,
+)
 from mnistlab.training.loop import (
     ChunkResult,
     as_int32,
@@ -276,10 +281,7 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
                 loss = tf.reduce_sum(losses * mask) / count  # its share of the global mean
             gradients = tape.gradient(loss, variables)
             optimizer.apply_gradients(zip(gradients, variables))
-            cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
-                                       labels), tf.float32)
-            return tf.reduce_sum(cross_entropy * mask), tf.reduce_sum(correct * mask)
+            return slice_sums(labels, logits, mask)
 
         return build_distributed_chunk(strategy, chunk_steps, self.batch_size, 2,
                                        replica_step)

@@ -47,7 +47,12 @@ from mnistlab.models.base import (
 )
 from mnistlab.training.batching import make_batch_plan
 from mnistlab.training.checkpoint import Checkpointer
-from mnistlab.training.distribute import build_distributed_chunk, check_batch, stop_agreement
+from mnistlab.training.distribute import (
+    build_distributed_chunk,
+    check_batch,
+    slice_sums,
+    stop_agreement,
+)
 from mnistlab.training.loop import (
     ChunkResult,
     as_int32,
@@ -321,10 +326,7 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
             gradients = tape.gradient(loss, [weights, bias])
             optimizer.apply_gradients(zip(gradients, [weights, bias]))
             logits = tf.matmul(X_local, weights, transpose_b=True) + bias
-            cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(y_local, logits)
-            correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32),
-                                       y_local), tf.float32)
-            return tf.reduce_sum(cross_entropy * mask), tf.reduce_sum(correct * mask)
+            return slice_sums(y_local, logits, mask)
 
         return build_distributed_chunk(strategy, chunk_steps, self.batch_size, 2,
                                        replica_step)

@@ -126,6 +126,15 @@ def check_batch(batch_size: int, strategy) -> None:
                           f"{replicas} replicas")
 
 
+def slice_sums(labels: tf.Tensor, logits: tf.Tensor, mask: tf.Tensor) -> tuple:
+    """A replica step's record sums over its slice: the cross-entropy and the correct
+    predictions of the real rows (`mask` 1), as `build_distributed_chunk` reduces them."""
+    cross_entropy = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+    correct = tf.cast(tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels),
+                      tf.float32)
+    return tf.reduce_sum(cross_entropy * mask), tf.reduce_sum(correct * mask)
+
+
 def build_distributed_chunk(strategy, chunk_steps: int, batch_size: int, num_values: int,
                             replica_step: Callable) -> Callable:
     """A compiled chunk of `chunk_steps` steps run on every replica of `strategy`.
