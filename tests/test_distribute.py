@@ -119,9 +119,12 @@ def test_a_worker_that_dies_stops_the_other_in_one_line(toy_dir, tmp_path):
 
 
 def test_two_local_workers_stop_together_and_resume_to_the_same_run(toy_dir, tmp_path):
-    """Ctrl-C reaches the workers at different moments; they agree on one chunk boundary,
-    checkpoint and stop together (no worker is left waiting for a collective), and
-    `train --resume --local-workers 2` finishes the run as if it had never stopped."""
+    """Ctrl-C to one worker only (a signal reaches each process on its own): the workers
+    agree on one chunk boundary, the chief checkpoints and both stop (none is left waiting
+    for a collective), and `train --resume --local-workers 2` finishes the run as if it
+    had never stopped."""
+    from mnistlab.launch import free_ports
+
     long_run = [*CNN[:CNN.index("--steps")], "--steps", "600", *CNN[CNN.index("--steps") + 2:],
                 "--dataset", str(toy_dir), "--checkpoint-every", "10", "--strategy",
                 "multi-worker"]
@@ -129,22 +132,26 @@ def test_two_local_workers_stop_together_and_resume_to_the_same_run(toy_dir, tmp
     assert straight.returncode == 0, straight.stderr[-2000:]
 
     env = {**os.environ, "MNISTLAB_COLLECTIVE_TIMEOUT": "20"}
-    launcher = subprocess.Popen([sys.executable, "-m", "mnistlab", *long_run, "--local-workers",
-                                 "2", "--out", str(tmp_path / "run")], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers = ",".join(f"127.0.0.1:{port}" for port in free_ports(2))
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "mnistlab", *long_run, "--out", str(tmp_path / "run"),
+         "--workers", workers, "--worker-index", str(index)], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for index in (0, 1)]
     try:
         deadline = time.monotonic() + 180
         while not list((tmp_path / "run" / "checkpoints").glob("step-*.json")):
-            assert time.monotonic() < deadline and launcher.poll() is None, "no checkpoint"
+            assert time.monotonic() < deadline and processes[0].poll() is None, "no checkpoint"
             time.sleep(0.1)
-        launcher.send_signal(signal.SIGINT)
+        processes[1].send_signal(signal.SIGINT)  # the other worker, not the chief
         started = time.monotonic()
-        _, stderr = launcher.communicate(timeout=120)
+        stderr = processes[0].communicate(timeout=120)[1]
+        processes[1].communicate(timeout=60)
         waited = time.monotonic() - started
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-    assert launcher.returncode == 130, stderr[-2000:]
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [process.returncode for process in processes] == [130, 130], stderr[-2000:]
     assert waited < 15  # no worker waited out the collective timeout
     assert "interrupted at step" in stderr and "Traceback" not in stderr
     info = json.loads((tmp_path / "run" / "run.json").read_text())
