@@ -132,6 +132,54 @@ def test_fused_batch_norm_computes_what_keras_batch_norm_does(tmp_path):
                                   np.asarray(layers[0].moving_variance))
 
 
+# --------------------------------------------------------------------- precise batch norm
+def _first_norm_inputs(model, images):
+    """The inputs of the network's first batch-norm layer (its layers before it run as in
+    inference; none of them is a batch norm)."""
+    import keras
+
+    X = tf.cast(images.reshape(len(images), *model.image_shape_, 1), tf.float32) / 255.0
+    for layer in model.network_.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return layer, X.numpy().astype(np.float64)
+        X = layer(X, training=False)
+    raise AssertionError("no batch norm")
+
+
+@pytest.mark.parametrize("model_class", [MLP, CNN], ids=["mlp", "cnn"])
+def test_precise_batch_norm_sets_the_statistics_of_the_final_weights(model_class, train_data):
+    """With `precise_bn` at least the training set's size, the first batch-norm layer's
+    statistics are the mean and (biased) variance of its inputs over every training image;
+    with 0 they are the moving averages, which lag the weights."""
+    images, labels = train_data
+    for precise_bn, expect_exact in ((1000, True), (0, False)):
+        model = fit(model_class, train_data, batch_norm=True, precise_bn=precise_bn,
+                    ema_decay=0.9)
+        layer, inputs = _first_norm_inputs(model, images)
+        axes = tuple(range(inputs.ndim - 1))
+        error = max(np.max(np.abs(np.asarray(layer.moving_mean) - inputs.mean(axes))),
+                    np.max(np.abs(np.asarray(layer.moving_variance) - inputs.var(axes))
+                           / inputs.var(axes)))
+        assert (error < 1e-4) == expect_exact, (precise_bn, error)
+
+
+def test_precise_batch_norm_is_seeded_and_uses_the_number_of_images_asked(train_data):
+    images, _ = train_data
+    model = fit(CNN, train_data, batch_norm=True, precise_bn=64)
+    layer = model.network_.layers[1]
+    fitted = np.asarray(layer.moving_variance)
+    model._precise_batch_norm(images, seed=derived_seeds(model.seed, 3)[2])
+    np.testing.assert_array_equal(np.asarray(layer.moving_variance), fitted)
+    model._precise_batch_norm(images, seed=1)  # another 64 of the 160 images
+    assert not np.allclose(np.asarray(layer.moving_variance), fitted, rtol=1e-6)
+    model.precise_bn = 1000  # all of them
+    model._precise_batch_norm(images, seed=1)
+    every = np.asarray(layer.moving_variance)
+    model._precise_batch_norm(images, seed=2)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), every, rtol=1e-5)
+    assert not np.allclose(every, fitted, rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------ contract
 def test_conformance(fitted, test_data):
     model, _ = fitted

@@ -10,9 +10,18 @@ step takes 39.5 ms with it against 53.4 ms with Keras' layer.
 `fused_batch_normalization()` returns a subclass of Keras' layer that takes the fused kernel
 when training on images (N, H, W, C) and leaves everything else to Keras: inference (so
 saved models, exports and served pages compute exactly what Keras' own layer does), masks,
-other axes, renormalisation, and statistics synchronised over replicas. Its variables are
-Keras' own (gamma, beta, moving mean and variance) and it bears Keras' class name, so weights
-files written with either layer load into the other.
+other axes and renormalisation. Its variables are Keras' own (gamma, beta, moving mean and
+variance) and it bears Keras' class name, so weights files written with either layer load
+into the other.
+
+With statistics synchronised over a strategy's replicas (`synchronized=True`), Keras' layer
+all-reduces three tensors per layer and step (the sums of x and of x squared, and the count)
+and takes the variance as E[x^2] - E[x]^2, which loses digits when the mean is large against
+the spread. This layer all-reduces one tensor, the sums of x - c and of (x - c)^2 and the
+count, where c is the layer's moving mean (the same on every replica, and close to the
+batch's mean once training is under way): the same moments with one collective instead of
+three, and without that cancellation. Measured with two local workers on `cnn-fast`
+(benchmarks/bench_scale.py), a step takes about 11 ms less.
 """
 
 from __future__ import annotations
@@ -51,5 +60,22 @@ def fused_batch_normalization() -> type:
             self.moving_variance.assign(self.moving_variance * self.momentum
                                         + variance * (1.0 - self.momentum))
             return outputs
+
+        def _moments(self, inputs, mask):
+            context = tf.distribute.get_replica_context()
+            if (not self.synchronized or mask is not None or context is None
+                    or context.num_replicas_in_sync == 1):
+                return super()._moments(inputs, mask)
+            axes = self._reduction_axes
+            shift = tf.stop_gradient(tf.cast(self.moving_mean, inputs.dtype))  # (channels,)
+            shifted = inputs - shift
+            count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
+            totals = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.concat(
+                [tf.reduce_sum(shifted, axis=axes), tf.reduce_sum(tf.square(shifted), axis=axes),
+                 count[tf.newaxis]], 0))  # (2 channels + 1,) over the global batch
+            channels = shift.shape[0]
+            mean = totals[:channels] / totals[-1]  # of x - c
+            variance = tf.maximum(totals[channels:-1] / totals[-1] - tf.square(mean), 0.0)
+            return mean + shift, variance
 
     return BatchNormalization
