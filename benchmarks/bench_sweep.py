@@ -10,8 +10,13 @@ XLA compilation cache, on real MNIST.
    filled by an identical earlier run (warm). Every row is a fresh process, timed whole, as
    a user would run it; the ways alternate, `--repeats` times, and the table gives medians.
 2. The per-fit time of the same small fit, twice in one process, in fresh processes: without
-   the cache, with an empty one, and with a warm one. A fit's time is mostly tracing and XLA
-   compiling (its 90 steps take about 0.03 s).
+   the cache, with an empty one, and with a warm one; and without the cache and without
+   reusing the compiled loop in the process (every fit traces and compiles its own, as
+   before mnistlab kept them). A fit's time is mostly tracing and XLA compiling (its 90
+   steps take about 0.03 s).
+
+The loops of part 1 run with and without that reuse too (its trials differ in seed and
+learning rate, which a reused loop takes as variables).
 
 The machine is shared and noisy: compare the rows of one run, not numbers across runs.
 """
@@ -55,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--child", choices=("loop", "fit"), help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--fits", type=int, default=2, help=argparse.SUPPRESS)
+    parser.add_argument("--no-reuse", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -78,6 +84,9 @@ def child(args: argparse.Namespace) -> int:
             raise SystemExit("the compile cache could not be started")
     from mnistlab.data import load_dataset
     from mnistlab.experiment import train_and_evaluate
+    from mnistlab.models.softmax import SoftmaxRegression
+
+    SoftmaxRegression._reuse_loops = not args.no_reuse
 
     dataset = load_dataset("mnist", data_dir=args.data_dir, progress=False)
     configs = trial_configs(args)
@@ -99,12 +108,14 @@ def child(args: argparse.Namespace) -> int:
 
 
 def run_child(args: argparse.Namespace, kind: str, cache_dir: Path | None,
-              fits: int = 2) -> dict:
+              fits: int = 2, reuse: bool = True) -> dict:
     command = [sys.executable, __file__, "--child", kind, "--data-dir", str(args.data_dir),
                "--limit-train", str(args.limit_train), "--limit-test", str(args.limit_test),
                "--fits", str(fits)]
     if cache_dir is not None:
         command += ["--cache-dir", str(cache_dir)]
+    if not reuse:
+        command.append("--no-reuse")
     started = time.perf_counter()
     finished = subprocess.run(command, capture_output=True, text=True, check=True)
     result = json.loads(finished.stdout.strip().splitlines()[-1])
@@ -147,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as scratch:
         scratch = Path(scratch)
         if not args.skip_sweeps:
-            ways = {("loop, 1 process", "off"): [], ("loop, 1 process", "warm"): [],
+            ways = {("loop, 1 process, no loop reuse", "off"): [],
+                    ("loop, 1 process", "off"): [], ("loop, 1 process", "warm"): [],
                     (f"sweep, Ray, {args.cpus} CPUs", "off"): [],
                     (f"sweep, Ray, {args.cpus} CPUs", "cold"): [],
                     (f"sweep, Ray, {args.cpus} CPUs", "warm"): []}
@@ -158,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                 for (how, cache), results in ways.items():
                     if how.startswith("loop"):
                         results.append(run_child(args, "loop",
-                                                 loop_cache if cache == "warm" else None))
+                                                 loop_cache if cache == "warm" else None,
+                                                 reuse="no loop reuse" not in how))
                         continue
                     root = {"off": None, "warm": sweep_cache,
                             "cold": scratch / f"cold-cache-{index}"}[cache]
@@ -168,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                                 f"(median of {args.repeats})")
             for column in ("how", "cache", "wall s", "s/trial", "fit s", "vs loop"):
                 table.add_column(column, justify="left" if column == "how" else "right")
-            base = statistics.median(r["process"] for r in ways[("loop, 1 process", "off")])
+            base = statistics.median(
+                r["process"] for r in ways[("loop, 1 process, no loop reuse", "off")])
             for (how, cache), results in ways.items():
                 seconds = statistics.median(r["process"] for r in results)
                 fit = statistics.median(f for r in results for f in r["fits"])
@@ -177,10 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             console.print(table)
             console.print("wall s: the whole command (Python, data, Ray's start and stop); "
                           "fit s: the median fit of a trial (tracing and compiling included)")
-        fits = {"off": [], "cold": [], "warm": []}
+        fits = {"off, no loop reuse": [], "off": [], "cold": [], "warm": []}
         warm = scratch / "fit-cache"
         run_child(args, "fit", warm)  # fills the warm cache
         for index in range(args.processes):
+            fits["off, no loop reuse"].append(run_child(args, "fit", None, reuse=False))
             fits["off"].append(run_child(args, "fit", None))
             fits["cold"].append(run_child(args, "fit", scratch / f"cold-{index}"))
             fits["warm"].append(run_child(args, "fit", warm))

@@ -279,6 +279,39 @@ def test_same_seed_same_run_other_seed_other_run(fitted, train_data, test_data):
     assert not np.array_equal(other.weights_, model.weights_)
 
 
+@pytest.mark.parametrize("optimizer, schedule", [("adam", "constant"), ("adagrad", "cosine")])
+def test_later_fits_reuse_the_compiled_loop_and_compute_what_a_new_one_does(
+        optimizer, schedule, train_data, test_data, monkeypatch):
+    """A fit with the options of an earlier one in the process (another seed or constant
+    learning rate) runs the earlier fit's compiled loop from a fresh state: the same
+    weights and records, bit for bit, as a loop built for it."""
+    from mnistlab.models import softmax
+
+    fits = [{"seed": 3, "learning_rate": 0.05}, {"seed": 4, "learning_rate": 0.01},
+            {"seed": 3, "learning_rate": 0.05}]
+    runs, loops = {}, []
+    for reuse in (False, True):
+        monkeypatch.setattr(SoftmaxRegression, "_reuse_loops", reuse)
+        monkeypatch.setattr(softmax, "_LOOPS", type(softmax._LOOPS)())
+        runs[reuse] = []
+        for settings in fits:
+            model = fit_model(train_data, test_data, optimizer=optimizer, schedule=schedule,
+                              **settings)
+            runs[reuse].append((model.weights_, model.bias_, model.history_))
+            loops.append([loop.train_chunk for loop in softmax._LOOPS.values()])
+    for (weights, bias, history), (weights_, bias_, history_) in zip(*runs.values()):
+        np.testing.assert_array_equal(weights, weights_)
+        np.testing.assert_array_equal(bias, bias_)
+        assert history == history_
+    assert loops[:3] == [[], [], []]
+    if schedule == "constant":  # one loop for every fit
+        assert len(loops[3]) == 1 and loops[3] == loops[4] == loops[5]
+    else:  # a schedule's learning rate is compiled in: one loop per rate
+        assert len(loops[5]) == 2 and loops[5][-1] is loops[3][0]
+    np.testing.assert_array_equal(runs[True][0][0], runs[True][2][0])
+    assert not np.array_equal(runs[True][0][0], runs[True][1][0])
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
 def test_huge_learning_rate_raises_diverged_naming_the_step(optimizer, train_data):
     # The largest learning rate and L2 penalty the option table allows: each SGD step

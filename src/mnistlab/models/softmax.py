@@ -13,14 +13,21 @@ XLA-compiled `tf.function` runs a chunk of steps in a `while` loop, gathering ea
 from the index tensor. The data travel as arguments, never as captured constants. Python runs
 only between chunks (`training.loop`): to hand the records to a callback and to stop on a
 diverged loss.
+
+Tracing and XLA-compiling that loop costs about a second, while the tutorial's fits take
+0.03-0.3 s of steps. So a process keeps its compiled loops (`_LOOPS`, the last few), with
+their variables and optimizer, keyed by what shapes the computation: the next fit with the
+same options (another seed or learning rate, the same preset again, as `reproduce --seeds`
+and sweeps do) sets the variables to its initial values and the optimizer's to a new one's, and
+runs the same compiled function, so it computes what a fresh loop would, bit for bit.
 """
 
 from __future__ import annotations
 
-import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -67,6 +74,22 @@ PARAMS_FILE = "params.json"
 CHECKPOINT_PREFIX = "weights"
 # Rows per call when predicting, to bound the memory of the float copy of the images.
 PREDICT_BATCH_ROWS = 16384
+# Compiled training loops kept for the next fits with the same options (see the top).
+KEEP_LOOPS = 8
+
+
+class _Loop(NamedTuple):
+    """A compiled training loop and the state it trains: W transposed, b, the optimizer, and
+    the optimizer's variables as they were when it was built."""
+
+    weights: Any
+    bias: Any
+    optimizer: Any
+    train_chunk: Callable
+    optimizer_start: list
+
+
+_LOOPS: OrderedDict[tuple, _Loop] = OrderedDict()
 def parse_shuffle_buffer(text: str) -> int | None:
     """`--shuffle-buffer`: a whole number, or 'full' for a full shuffle (None)."""
     if text == "full":
@@ -220,6 +243,7 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
     MAX_CHUNK_STEPS = 1024
     _jit_compile = True
     _chunk_steps: int | None = None  # None: from CHUNK_EXAMPLES and MAX_CHUNK_STEPS
+    _reuse_loops = True  # False: trace and compile a new loop for every fit
 
     def __init__(self, *, optimizer: str = "adam", learning_rate: float = 0.01,
                  batch_size: int = 32, num_steps: int | None = None,
@@ -382,22 +406,45 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         # runs the whole step about 1.4 times faster with it (benchmarks/README.md).
         initial_weights, initial_bias = _initial_parameters(self.init, init_seed,
                                                             num_features, num_classes)
-        with strategy.scope() if strategy is not None else contextlib.nullcontext():
-            weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
-            bias = tf.Variable(initial_bias, name="bias")  # (classes,)
-            optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
-                                        schedule=self.schedule)
-            optimizer.build([weights, bias])
-
         if strategy is None:
             chunk_steps = self._chunk_steps or min(self.MAX_CHUNK_STEPS,
                                                    -(-self.CHUNK_EXAMPLES // self.batch_size))
             chunk_steps = min(chunk_steps, total_steps)
-            train_chunk = self._build_train_chunk(weights, bias, optimizer, chunk_steps,
-                                                  total_steps, has_validation)
+            # A constant learning rate is a variable of the optimizer, set for each fit; a
+            # schedule's rates are constants of the computation.
+            constant_rate = self.schedule == "constant"
+            key = (num_features, num_classes, chunk_steps, total_steps, has_validation,
+                   self.optimizer, None if constant_rate else float(self.learning_rate),
+                   self.schedule, self.batch_size, self.log_every, float(self.l2), self.loss,
+                   bool(self.fresh_optimizer), self._jit_compile)
+            loop = _LOOPS.pop(key, None) if self._reuse_loops else None  # ours while we fit
+            if loop is None:
+                weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
+                bias = tf.Variable(initial_bias, name="bias")  # (classes,)
+                optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
+                                            schedule=self.schedule)
+                optimizer.build([weights, bias])
+                loop = _Loop(weights, bias, optimizer,
+                             self._build_train_chunk(weights, bias, optimizer, chunk_steps,
+                                                     total_steps, has_validation),
+                             [variable.numpy() for variable in optimizer.variables])
+            else:
+                loop.weights.assign(tf.transpose(initial_weights))
+                loop.bias.assign(initial_bias)
+                for variable, value in zip(loop.optimizer.variables, loop.optimizer_start):
+                    variable.assign(value)
+                if constant_rate:
+                    loop.optimizer.learning_rate = float(self.learning_rate)
+            weights, bias, optimizer, train_chunk = loop[:4]
             data = [tf.constant(features), tf.constant(labels), tf.constant(val_features),
                     tf.constant(val_labels)]
         else:
+            with strategy.scope():
+                weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
+                bias = tf.Variable(initial_bias, name="bias")  # (classes,)
+                optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
+                                            schedule=self.schedule)
+                optimizer.build([weights, bias])
             # Records come at chunk ends (validation is scored between chunks).
             chunk_steps = min(self.log_every, total_steps)
             train_chunk = self._build_distributed_chunk(weights, bias, optimizer,
@@ -425,13 +472,19 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
             return record
 
         self.history_: list[dict] = []
-        run_chunks(run_chunk, plan, chunk_steps, self.log_every, make_record, callback,
-                   self.history_, checkpoint,
-                   variables_state([weights, bias, *optimizer.variables]),
-                   stop_agreement(strategy))
-        check_finite([weights, bias], total_steps)
-        self.weights_ = tf.transpose(weights).numpy()  # (features, classes)
-        self.bias_ = bias.numpy()  # (classes,)
+        try:
+            run_chunks(run_chunk, plan, chunk_steps, self.log_every, make_record, callback,
+                       self.history_, checkpoint,
+                       variables_state([weights, bias, *optimizer.variables]),
+                       stop_agreement(strategy))
+            check_finite([weights, bias], total_steps)
+            self.weights_ = tf.transpose(weights).numpy()  # (features, classes)
+            self.bias_ = bias.numpy()  # (classes,)
+        finally:
+            if strategy is None and self._reuse_loops:
+                _LOOPS[key] = loop
+                while len(_LOOPS) > KEEP_LOOPS:
+                    _LOOPS.popitem(last=False)
         self.num_steps_ = total_steps
         self.examples_seen_ = plan.examples_done(total_steps)
         return self
