@@ -146,7 +146,8 @@ def _first_norm_inputs(model, images):
     raise AssertionError("no batch norm")
 
 
-@pytest.mark.parametrize("model_class", [MLP, CNN], ids=["mlp", "cnn"])
+@pytest.mark.parametrize("model_class", [pytest.param(MLP, marks=pytest.mark.slow), CNN],
+                         ids=["mlp", "cnn"])
 def test_precise_batch_norm_sets_the_statistics_of_the_final_weights(model_class, train_data):
     """With `precise_bn` at least the training set's size, the first batch-norm layer's
     statistics are the mean and (biased) variance of its inputs over every training image;

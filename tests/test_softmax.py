@@ -279,7 +279,8 @@ def test_same_seed_same_run_other_seed_other_run(fitted, train_data, test_data):
     assert not np.array_equal(other.weights_, model.weights_)
 
 
-@pytest.mark.parametrize("optimizer, schedule", [("adam", "constant"), ("adagrad", "cosine")])
+@pytest.mark.parametrize("optimizer, schedule", [
+    ("adam", "constant"), pytest.param("adagrad", "cosine", marks=pytest.mark.slow)])
 def test_later_fits_reuse_the_compiled_loop_and_compute_what_a_new_one_does(
         optimizer, schedule, train_data, test_data, monkeypatch):
     """A fit with the options of an earlier one in the process (another seed or constant
