@@ -48,11 +48,11 @@ def _variables(run_dir: Path) -> list[np.ndarray]:
 
 
 def keras_batch_norm(monkeypatch) -> None:
-    """The one-process run with Keras' batch norm, whose moments (sums over the batch, then
-    the normalisation as separate ops) are computed as the replicas' synchronised layer
-    computes them. (By default one process trains batch norm on TensorFlow's fused kernel,
-    which rounds differently; Adam lets that grow: on this CNN the trained weights then
-    differ by up to about 7e-3 after 40 steps.)"""
+    """The one-process run with Keras' batch norm, whose arithmetic (moments as sums over
+    the batch, then the normalisation as separate ops) is closest to the replicas'
+    synchronised layer's (which sums shifted values in one pass). (By default one process
+    trains batch norm on TensorFlow's fused kernel, which rounds differently; Adam lets that
+    grow: on this CNN the trained weights then differ by up to about 7e-3 after 40 steps.)"""
     from mnistlab.models.neural import CNN
 
     monkeypatch.setattr(CNN, "_fused_batch_norm", False)

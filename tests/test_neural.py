@@ -164,6 +164,24 @@ def test_precise_batch_norm_sets_the_statistics_of_the_final_weights(model_class
         assert (error < 1e-4) == expect_exact, (precise_bn, error)
 
 
+@pytest.mark.slow
+def test_precise_batch_norm_combines_batches_into_the_subsets_statistics(train_data,
+                                                                        monkeypatch):
+    """Over several batches the statistics are those of the whole seeded subset (the mean
+    of the batches' variances alone would miss the spread of their means)."""
+    from mnistlab.models import neural
+
+    images, _ = train_data
+    monkeypatch.setattr(neural, "PREDICT_BATCH", 50)  # 130 images: 3 batches of 43
+    model = fit(MLP, train_data, batch_norm=True, precise_bn=130)  # means of 43 differ
+    chosen = np.sort(np.random.default_rng(derived_seeds(model.seed, 3)[2])
+                     .permutation(len(images))[:129])
+    layer, inputs = _first_norm_inputs(model, images[chosen])
+    np.testing.assert_allclose(np.asarray(layer.moving_mean), inputs.mean(0), rtol=1e-4,
+                               atol=1e-6)
+    np.testing.assert_allclose(np.asarray(layer.moving_variance), inputs.var(0), rtol=1e-4)
+
+
 def test_precise_batch_norm_is_seeded_and_uses_the_number_of_images_asked(train_data):
     images, _ = train_data
     model = fit(CNN, train_data, batch_norm=True, precise_bn=64)

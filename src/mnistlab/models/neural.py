@@ -450,13 +450,17 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         and of augmented images, and with `ema_decay` they belong to the current weights, not
         the averaged ones. Each layer's inputs are computed as in training, normalised with
         each batch's own statistics (batches of 1000 images, dropout off); the statistics are
-        averaged over the batches in float64.
+        combined over the batches in float64 (the mean of the batches' means, and of their
+        variances plus the spread of their means). The images are split into equal batches
+        of at most 1000, so up to one image per batch is left out (1,999 images: 2 x 999).
         """
         network = self.network_
         norms = [layer for layer in network.layers
                  if isinstance(layer, keras.layers.BatchNormalization)]
-        batch = min(PREDICT_BATCH, self.precise_bn, len(images))
-        count = min(self.precise_bn, len(images)) // batch * batch
+        wanted = min(self.precise_bn, len(images))
+        batches = -(-wanted // PREDICT_BATCH)
+        batch = wanted // batches
+        count = batch * batches
         chosen = np.sort(np.random.default_rng(seed).permutation(len(images))[:count])
 
         @tf.function(jit_compile=False)
@@ -468,21 +472,20 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
                     X = layer(X, training=False)
                     continue
                 mean, variance = tf.nn.moments(X, axes=list(range(len(X.shape) - 1)))
-                values += [mean, variance + tf.square(mean)]  # E[x], E[x^2]
+                values += [mean, variance]
                 X = tf.nn.batch_normalization(X, mean, variance, layer.beta if layer.center
                                               else None, layer.gamma if layer.scale else None,
                                               layer.epsilon)
             return values
 
-        totals = [0.0] * (2 * len(norms))
-        for start in range(0, count, batch):
-            values = moments(tf.constant(images[chosen[start:start + batch]]))
-            totals = [total + value.numpy().astype(np.float64)
-                      for total, value in zip(totals, values)]
-        for layer, mean, square in zip(norms, totals[0::2], totals[1::2]):
-            mean, square = mean / (count // batch), square / (count // batch)
-            layer.moving_mean.assign(mean.astype(np.float32))
-            layer.moving_variance.assign(np.maximum(square - mean ** 2, 0.0).astype(np.float32))
+        values = [[value.numpy().astype(np.float64)
+                   for value in moments(tf.constant(images[chosen[start:start + batch]]))]
+                  for start in range(0, count, batch)]
+        for index, layer in enumerate(norms):
+            means = np.stack([row[2 * index] for row in values])  # (batches, channels)
+            variances = np.stack([row[2 * index + 1] for row in values])
+            layer.moving_mean.assign(means.mean(0).astype(np.float32))
+            layer.moving_variance.assign((variances.mean(0) + means.var(0)).astype(np.float32))
 
     def _evaluate(self, images: np.ndarray, labels: np.ndarray) -> dict:
         """Validation loss (plain cross-entropy) and accuracy with the current weights."""

@@ -17,9 +17,10 @@ diverged loss.
 Tracing and XLA-compiling that loop costs about a second, while the tutorial's fits take
 0.03-0.3 s of steps. So a process keeps its compiled loops (`_LOOPS`, the last few), with
 their variables and optimizer, keyed by what shapes the computation: the next fit with the
-same options (another seed or learning rate, the same preset again, as `reproduce --seeds`
-and sweeps do) sets the variables to its initial values and the optimizer's to a new one's, and
-runs the same compiled function, so it computes what a fresh loop would, bit for bit.
+same options and data shapes (another seed, or another constant learning rate; the same
+preset again, as `reproduce --seeds` and sweeps do) sets the variables to its initial values
+and the optimizer's to a new one's, and runs the same compiled function, so it computes what
+a fresh loop would, bit for bit.
 """
 
 from __future__ import annotations
@@ -413,7 +414,8 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
             # A constant learning rate is a variable of the optimizer, set for each fit; a
             # schedule's rates are constants of the computation.
             constant_rate = self.schedule == "constant"
-            key = (num_features, num_classes, chunk_steps, total_steps, has_validation,
+            key = (features.shape, features.dtype.str, val_features.shape, num_classes,
+                   chunk_steps, total_steps, has_validation,
                    self.optimizer, None if constant_rate else float(self.learning_rate),
                    self.schedule, self.batch_size, self.log_every, float(self.l2), self.loss,
                    bool(self.fresh_optimizer), self._jit_compile)
