@@ -449,10 +449,10 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         300 steps of `cnn-fast` at momentum 0.99, 5% of them are still the initial 0 and 1)
         and of augmented images, and with `ema_decay` they belong to the current weights, not
         the averaged ones. Each layer's inputs are computed as in training, normalised with
-        each batch's own statistics (batches of 1000 images, dropout off); the statistics are
+        each batch's own statistics (dropout off), in equal batches of at most 1000 images, so
+        up to one image per batch is left out (1,999 images: 2 x 999); the statistics are
         combined over the batches in float64 (the mean of the batches' means, and of their
-        variances plus the spread of their means). The images are split into equal batches
-        of at most 1000, so up to one image per batch is left out (1,999 images: 2 x 999).
+        variances plus the spread of their means).
         """
         network = self.network_
         norms = [layer for layer in network.layers
