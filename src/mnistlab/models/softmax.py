@@ -270,6 +270,19 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
     check_option_combination = staticmethod(check_loop_length)
 
     # ----------------------------------------------------------------------------- training
+    def _training_state(self, initial_weights: np.ndarray, initial_bias: np.ndarray,
+                        total_steps: int) -> tuple:
+        """W transposed (classes, features) and b as variables, and the optimizer built for
+        them (under a strategy, call it in the strategy's scope)."""
+        from mnistlab.training.optimizers import build_optimizer
+
+        weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
+        bias = tf.Variable(initial_bias, name="bias")  # (classes,)
+        optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
+                                    schedule=self.schedule)
+        optimizer.build([weights, bias])
+        return weights, bias, optimizer
+
     def _build_train_chunk(self, weights: tf.Variable, bias: tf.Variable,
                            optimizer: keras.optimizers.Optimizer, chunk_steps: int,
                            total_steps: int, has_validation: bool) -> Callable:
@@ -373,8 +386,6 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
         `training.distribute`), in chunks of `log_every` steps and without XLA. Returns
         `self`.
         """
-        from mnistlab.training.optimizers import build_optimizer
-
         self.validate_params()
         if strategy is not None:
             check_batch(self.batch_size, strategy)
@@ -421,11 +432,8 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
                    bool(self.fresh_optimizer), self._jit_compile)
             loop = _LOOPS.pop(key, None) if self._reuse_loops else None  # ours while we fit
             if loop is None:
-                weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
-                bias = tf.Variable(initial_bias, name="bias")  # (classes,)
-                optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
-                                            schedule=self.schedule)
-                optimizer.build([weights, bias])
+                weights, bias, optimizer = self._training_state(initial_weights, initial_bias,
+                                                                total_steps)
                 loop = _Loop(weights, bias, optimizer,
                              self._build_train_chunk(weights, bias, optimizer, chunk_steps,
                                                      total_steps, has_validation),
@@ -442,11 +450,8 @@ class SoftmaxRegression(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimato
                     tf.constant(val_labels)]
         else:
             with strategy.scope():
-                weights = tf.Variable(tf.transpose(initial_weights), name="weights_t")
-                bias = tf.Variable(initial_bias, name="bias")  # (classes,)
-                optimizer = build_optimizer(self.optimizer, self.learning_rate, total_steps,
-                                            schedule=self.schedule)
-                optimizer.build([weights, bias])
+                weights, bias, optimizer = self._training_state(initial_weights, initial_bias,
+                                                                total_steps)
             # Records come at chunk ends (validation is scored between chunks).
             chunk_steps = min(self.log_every, total_steps)
             train_chunk = self._build_distributed_chunk(weights, bias, optimizer,
