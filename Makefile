@@ -21,9 +21,11 @@ reproduce: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# The unit tests without the real MNIST files, a browser or the slow checks: the quick loop.
+# The unit tests without the real MNIST files, a browser or the slow checks: the quick loop,
+# in two pytest-xdist worker processes (most of a unit test's time is single-threaded Python
+# and tracing). `make test`, CI's command, runs one process: its timing tests stay quiet.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not realdata and not slow and not browser"
+	$(BIN)/python -m pytest -q -n 2 -m "not realdata and not slow and not browser"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools

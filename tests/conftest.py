@@ -43,6 +43,14 @@ def isolated_data_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Pa
     return cache
 
 
+@pytest.fixture(autouse=True)
+def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Print to a 200-column terminal, so that a long temporary path (a deep TMPDIR, or
+    pytest-xdist's per-worker folder) does not wrap the messages tests look for. The tests
+    of narrow terminals set their own width."""
+    monkeypatch.setenv("COLUMNS", "200")
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
     """The real MNIST files: $MNISTLAB_TEST_DATA_DIR, else ../shared/datasets/mnist."""
