@@ -35,13 +35,14 @@ FIXTURES = ROOT / "tests" / "fixtures" / "digits"
 
 TRAINING_LIMITS = ["--limit-train", "2000", "--limit-test", "500"]
 NEURAL_STEPS = ["--steps", "50"]
-NEURAL_PRESETS = ("mlp", "cnn-fast", "cnn")
 NEURAL_MODELS = ("mlp", "cnn")
+NEURAL_PRESETS = tuple(name for name, preset in PRESETS.items()
+                       if preset.model in NEURAL_MODELS)
 
 SUBSTITUTIONS = (
     "train and reproduce: --limit-train 2000 --limit-test 500 appended, unless the command "
     "sets a limit itself (not to train --resume, which keeps the run's own settings)",
-    "train a neural model (mlp, cnn; presets mlp, cnn-fast, cnn): --steps 50 appended",
+    "train a neural model (mlp, cnn, and their presets): --steps 50 appended",
     "reproduce --beyond: the neural presets shortened to 50 steps (PRESETS patched)",
     "reproduce --seeds 5: --seeds 2",
     "~/datasets: the folder holding the real MNIST (shared/datasets)",
