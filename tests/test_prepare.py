@@ -519,6 +519,16 @@ def test_preparing_twice_changes_little(image):
     assert difference(once, twice) < 0.06
 
 
+@pytest.mark.xfail(strict=True, reason="known: re-preparing this tall, top-heavy seven moves "
+                   "its centre of mass 0.47 pixels up; the centring's fourth correction "
+                   "jumps past the target instead of converging (found by Hypothesis)")
+def test_preparing_a_tall_seven_twice_keeps_it_centred():
+    once = prepare_image(draw_digit("seven", canvas=(160, 160), box=(42, 0, 102, 87),
+                                    pen=7.19, ink=0, paper=255))
+    assert_mnist_like(once)
+    assert_mnist_like(prepare_image(once))
+
+
 # --- fixtures and real data ----------------------------------------------------------------
 
 
