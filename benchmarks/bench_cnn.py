@@ -6,7 +6,8 @@
 1. **Speed** (skipped with `--no-speed`): for the `cnn-fast` and `cnn` presets, training
    milliseconds per step and images per second over `--steps` steps after the first chunk
    (which includes tracing), as the preset runs (batch norm on TensorFlow's fused kernel),
-   with Keras' own batch norm, without batch norm, and for `cnn` without augmentation; beside
+   with Keras' own batch norm, without batch norm, and for `cnn` without augmentation and
+   with elastic distortion added to it (`--elastic 34`, which resamples by gathering); beside
    them the convolutions' and dense layers' FLOPs per training image (forward, weight
    gradient and input gradient: 3 x 2 x multiply-adds, the first layer's input gradient
    left out), the FLOP rate reached, and its fraction of this machine's matrix-multiply rate
@@ -45,6 +46,7 @@ SPEED_ROWS = [
     ("cnn, Keras batch norm", "cnn", {}, True),
     ("cnn, no batch norm", "cnn", {"batch_norm": False}, False),
     ("cnn, no augmentation", "cnn", {"augment": False}, False),
+    ("cnn, elastic distortion 34", "cnn", {"elastic": 34.0}, False),
 ]
 
 

@@ -19,7 +19,12 @@ from mnistlab.errors import ConfigError, TrainingDivergedError
 from mnistlab.experiment import train_and_evaluate
 from mnistlab.models import build_model
 from mnistlab.models.neural import CNN, MLP, smoothed_cross_entropy
-from mnistlab.training.augment import augment_images
+from mnistlab.training.augment import (
+    affine_transforms,
+    augment_images,
+    displacement_fields,
+    warp_images,
+)
 from mnistlab.training.batching import make_batch_plan
 from mnistlab.training.optimizers import WarmupCosine
 from mnistlab.training.seeding import derived_seeds
@@ -360,6 +365,59 @@ def test_augmentation_with_zero_amplitudes_is_the_identity_and_a_shift_moves_pix
                            max_rotation=0.0, max_zoom=0.0).numpy()
     assert moved.sum() == pytest.approx(1.0, abs=1e-5)  # bilinear weights of a shifted pixel
     assert moved[0, 10, 12, 0] < 1.0
+
+
+def test_the_gathering_warp_is_tensorflows_projective_warp():
+    images = tf.random.stateless_uniform([6, 28, 28, 1], seed=[2, 3])
+    transforms = affine_transforms(6, tf.constant([4, 5]), max_shift=3.0, max_rotation=20.0,
+                                   max_zoom=0.2)
+    expected = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images, transforms=transforms, output_shape=tf.constant([28, 28]),
+        fill_value=tf.constant(0.0), interpolation="BILINEAR", fill_mode="CONSTANT")
+    np.testing.assert_allclose(warp_images(images, transforms).numpy(), expected.numpy(),
+                               atol=1e-5)
+
+
+def test_a_constant_displacement_moves_the_image_by_that_much():
+    images = np.zeros([1, 28, 28, 1], np.float32)
+    images[0, 10, 12, 0] = 1.0
+    identity = tf.constant([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]])
+    right_and_up = np.zeros([1, 28, 28, 2], np.float32)
+    right_and_up[..., 0], right_and_up[..., 1] = 2.0, -3.0  # output (x, y) reads (x+2, y-3)
+    moved = warp_images(tf.constant(images), identity, tf.constant(right_and_up)).numpy()
+    assert moved[0, 13, 10, 0] == pytest.approx(1.0)
+    assert moved.sum() == pytest.approx(1.0)
+    half = warp_images(tf.constant(images), identity, tf.constant(right_and_up * 0.5)).numpy()
+    assert half[0, 11:13, 11:13, 0].sum() == pytest.approx(1.0)  # split over the neighbours
+
+
+def test_elastic_fields_are_smooth_seeded_and_scale_with_their_strength():
+    seed = tf.constant([7, 3])
+    field = displacement_fields(8, seed, alpha=34.0, sigma=4.0).numpy()
+    assert field.shape == (8, 28, 28, 2)
+    np.testing.assert_array_equal(field, displacement_fields(8, seed, alpha=34.0,
+                                                             sigma=4.0).numpy())
+    np.testing.assert_allclose(displacement_fields(8, seed, alpha=17.0, sigma=4.0).numpy(),
+                               field / 2, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(field, displacement_fields(8, tf.constant([7, 4]), alpha=34.0,
+                                                      sigma=4.0).numpy())
+    # Smooth: neighbouring pixels move nearly together (raw noise scaled by alpha would differ
+    # by 2/3 alpha, 23 pixels, on average; here by 0.16).
+    step = np.abs(np.diff(field, axis=2)).mean()
+    assert 0.5 < np.abs(field).mean() < 3.0 and step < 0.25 * np.abs(field).mean()
+
+
+def test_elastic_augmentation_is_seeded_and_a_replica_slice_gets_its_rows():
+    images = tf.random.stateless_uniform([8, 28, 28, 1], seed=[0, 1])
+    settings = {"max_shift": 2.0, "max_rotation": 10.0, "max_zoom": 0.1, "elastic": 34.0}
+    whole = augment_images(images, tf.constant([7, 3]), **settings).numpy()
+    np.testing.assert_array_equal(whole, augment_images(images, tf.constant([7, 3]),
+                                                        **settings).numpy())
+    plain = augment_images(images, tf.constant([7, 3]), **{**settings, "elastic": 0.0})
+    assert np.abs(whole - plain.numpy()).max() > 0.1  # the distortion moved pixels
+    part = augment_images(images[4:], tf.constant([7, 3]), global_batch=8, offset=4,
+                          **settings).numpy()
+    np.testing.assert_allclose(part, whole[4:], atol=1e-6)
 
 
 def test_label_smoothing_matches_numpy():

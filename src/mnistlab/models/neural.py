@@ -200,6 +200,12 @@ NEURAL_OPTIONS: dict[str, Option] = {
     "max_rotation": Option(Real(0.0, 180.0), "augmentation: largest rotation",
                            metavar="DEGREES"),
     "max_zoom": _fraction("augmentation: largest zoom in or out"),
+    "elastic": Option(Real(0.0, 100.0), "augmentation: strength of an elastic distortion "
+                                        "(Simard et al. 2003 used 34; 0: none)",
+                      metavar="PIXELS"),
+    "elastic_sigma": Option(Real(0.0, 100.0, low_open=True),
+                            "augmentation: smoothness of the elastic distortion's field "
+                            "(its Gaussian's sigma)", metavar="PIXELS"),
 }
 
 
@@ -267,7 +273,8 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         seed = tf.stack([tf.constant(augment_seed, tf.int32), step])
         return augment_images(images, seed, max_shift=float(self.max_shift),
                               max_rotation=float(self.max_rotation),
-                              max_zoom=float(self.max_zoom),
+                              max_zoom=float(self.max_zoom), elastic=float(self.elastic),
+                              elastic_sigma=float(self.elastic_sigma),
                               global_batch=None if offset is None else self.batch_size,
                               offset=0 if offset is None else offset)
 
@@ -604,6 +611,7 @@ class MLP(NeuralClassifier):
     def __init__(self, *, width: int = 512, depth: int = 2, dropout: float = 0.0,
                  batch_norm: bool = False, precise_bn: int = 10_000, augment: bool = False,
                  max_shift: float = 2.0, max_rotation: float = 10.0, max_zoom: float = 0.1,
+                 elastic: float = 0.0, elastic_sigma: float = 4.0,
                  optimizer: str = "adamw", learning_rate: float = 0.001, weight_decay: float = 0.0,
                  schedule: str = "constant", warmup_fraction: float = 0.0,
                  label_smoothing: float = 0.0, ema_decay: float = 0.0, batch_size: int = 128,
@@ -667,6 +675,7 @@ class CNN(NeuralClassifier):
     def __init__(self, *, width: int = 32, depth: int = 2, dropout: float = 0.0,
                  batch_norm: bool = False, precise_bn: int = 10_000, augment: bool = False,
                  max_shift: float = 2.0, max_rotation: float = 10.0, max_zoom: float = 0.1,
+                 elastic: float = 0.0, elastic_sigma: float = 4.0,
                  optimizer: str = "adamw", learning_rate: float = 0.001, weight_decay: float = 0.0,
                  schedule: str = "constant", warmup_fraction: float = 0.0,
                  label_smoothing: float = 0.0, ema_decay: float = 0.0, batch_size: int = 128,
