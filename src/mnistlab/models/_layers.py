@@ -1,4 +1,5 @@
-"""Keras layers of our own: batch normalisation on TensorFlow's fused kernel.
+"""Keras layers of our own: batch normalisation on TensorFlow's fused kernel, and dropout
+whose replicas draw the global batch's masks.
 
 Keras 3's `BatchNormalization` computes a batch's moments and the normalisation with
 separate ops; on CPU, training the former `cnn-fast` network spent more than half of each
@@ -22,6 +23,13 @@ count, where c is the layer's moving mean (the same on every replica, and close 
 batch's mean once training is under way): the same moments with one collective instead of
 three, and without that cancellation. Measured with two local workers on `cnn-fast`
 (benchmarks/bench_scale.py), a step takes about 11 ms less.
+
+Keras' `Dropout` under a strategy gives every replica the same mask: each replica draws its
+slice's mask from the same seed, so the second half of a global batch is masked like the
+first, and not as one process masks it. `replica_dropout()` returns a subclass that, with
+more than one replica, draws the mask of the whole global batch (from the seed Keras' layer
+draws, so the seeds advance as they do in one process) and keeps its own rows: the masks one
+process draws, row for row. With one replica it is Keras' layer.
 """
 
 from __future__ import annotations
@@ -79,3 +87,32 @@ def fused_batch_normalization() -> type:
             return mean + shift, variance
 
     return BatchNormalization
+
+
+@functools.cache
+def replica_dropout() -> type:
+    """The dropout layer class for networks trained under a strategy (built on first use)."""
+
+    # Named as Keras' class, as the batch-norm layer above is.
+    class Dropout(keras.layers.Dropout):
+        """`keras.layers.Dropout` whose replicas apply their rows of the global batch's mask
+        (the replica slices are those of `training.distribute.replica_slice`)."""
+
+        def call(self, inputs, training=False):
+            context = tf.distribute.get_replica_context()
+            if (not training or self.rate <= 0 or self.noise_shape is not None
+                    or context is None or context.num_replicas_in_sync == 1):
+                return super().call(inputs, training=training)
+            local = tf.shape(inputs)[0]
+            shape = tf.concat([[local * context.num_replicas_in_sync], tf.shape(inputs)[1:]], 0)
+            # Keras' own draw, on ones of the global batch's shape: each kept entry is the
+            # scale 1 / (1 - rate), each dropped one 0.
+            kept = keras.random.dropout(tf.ones(shape, inputs.dtype), self.rate,
+                                        seed=self.seed_generator)
+            first = context.replica_id_in_sync_group * local
+            keep = tf.not_equal(kept[first:first + local], 0.0)
+            # As TensorFlow's dropout computes it: the input times the scale where kept.
+            scaled = inputs * tf.constant(1 / (1 - self.rate), inputs.dtype)
+            return tf.where(keep, scaled, tf.zeros((), inputs.dtype))
+
+    return Dropout

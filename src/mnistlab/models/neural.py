@@ -38,7 +38,7 @@ from sklearn.base import BaseEstimator
 
 from mnistlab._lazy import keras, tf
 from mnistlab.errors import ConfigError, RunError
-from mnistlab.models._layers import fused_batch_normalization
+from mnistlab.models._layers import fused_batch_normalization, replica_dropout
 from mnistlab.models._saved import empty_save_directory, read_model_document, write_model_document
 from mnistlab.models.base import (
     LOOP_OPTIONS,
@@ -165,6 +165,12 @@ def _batch_norm(layer: _LayerNames, synchronized: bool, fused: bool = True):
     if synchronized:
         return layer(fused_batch_normalization(), synchronized=True)
     return layer(fused_batch_normalization())
+
+
+def _dropout(layer: _LayerNames, synchronized: bool, rate: float):
+    """A dropout layer: Keras' own, or under a strategy one whose replicas apply their rows
+    of the global batch's masks (see `_layers.py`)."""
+    return layer(replica_dropout() if synchronized else keras.layers.Dropout, rate)
 
 
 def _fraction(help_text: str) -> Option:
@@ -369,8 +375,8 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         layers' seed generators included, and of the optimizer) and resumes from the newest
         checkpoint when asked. With a `tf.distribute` `strategy` the steps run on its
         replicas, each on its slice of every global batch, with synchronised batch norm
-        and each image's augmentation as in one process (see `training.distribute`);
-        dropout draws its masks per replica. Returns `self`.
+        and each image's augmentation and dropout masks as in one process (see
+        `training.distribute`). Returns `self`.
         """
         from mnistlab.training.optimizers import build_optimizer
 
@@ -638,7 +644,7 @@ class MLP(NeuralClassifier):
                 stack.append(_batch_norm(layer, synchronized, self._fused_batch_norm))
             stack.append(layer(layers.ReLU))
             if self.dropout:
-                stack.append(layer(layers.Dropout, self.dropout))
+                stack.append(_dropout(layer, synchronized, self.dropout))
         stack.append(layer(layers.Dense, len(self.classes_)))
         return keras.Sequential(stack, name="mlp")
 
@@ -729,13 +735,13 @@ class CNN(NeuralClassifier):
                 stack.append(layer(layers.MaxPooling2D))
         stack.append(layer(layers.Flatten))
         if self.dropout:
-            stack.append(layer(layers.Dropout, self.dropout))
+            stack.append(_dropout(layer, synchronized, self.dropout))
         if self.dense_units:
             stack.append(layer(layers.Dense, self.dense_units, use_bias=not self.batch_norm))
             if self.batch_norm:
                 stack.append(_batch_norm(layer, synchronized, self._fused_batch_norm))
             stack.append(layer(layers.ReLU))
             if self.dropout:
-                stack.append(layer(layers.Dropout, self.dropout))
+                stack.append(_dropout(layer, synchronized, self.dropout))
         stack.append(layer(layers.Dense, len(self.classes_)))
         return keras.Sequential(stack, name="cnn")
