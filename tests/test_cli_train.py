@@ -60,6 +60,10 @@ def run_cli(arguments):
     (["train", "softmax", "--trees", "10"], "does not apply"),
     (["train", "random-forest", "--epochs", "1"], "does not apply"),
     (["train", "softmax", "--validation-split", "1.5"], "validation_split"),
+    # An augmentation setting without augmentation would do nothing.
+    (["train", "cnn", "--preset", "cnn-fast", "--elastic", "17"],
+     "error: --elastic has no effect without augmentation (--augment)"),
+    (["train", "mlp", "--max-shift", "3"], "error: --max-shift has no effect without"),
     (["evaluate", "/nonexistent/run"], "not a directory"),
 ])
 def test_bad_input_is_one_line_and_non_zero(arguments, message, capsys):

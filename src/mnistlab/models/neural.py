@@ -29,7 +29,7 @@ import math
 import os
 import re
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from mnistlab._lazy import keras, tf
-from mnistlab.errors import ConfigError, RunError
+from mnistlab.errors import ConfigError, OptionError, RunError
 from mnistlab.models._layers import fused_batch_normalization, replica_dropout
 from mnistlab.models._saved import empty_save_directory, read_model_document, write_model_document
 from mnistlab.models.base import (
@@ -52,6 +52,7 @@ from mnistlab.models.base import (
     check_fitted,
     check_loop_length,
     fitted_state,
+    option_defaults,
     prepare_fit_input,
     prepare_input,
     prepare_validation,
@@ -227,7 +228,17 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
     options = NEURAL_OPTIONS
     _jit_compile = False
     _fused_batch_norm = True  # False: Keras' own batch norm (benchmarks/bench_cnn.py)
-    check_option_combination = staticmethod(check_loop_length)
+
+    @classmethod
+    def check_option_combination(cls, options: Mapping[str, Any]) -> None:
+        """The loop's length, and no augmentation setting without augmentation (it would
+        do nothing, and say nothing about it)."""
+        check_loop_length(options)
+        if not options.get("augment"):
+            defaults = option_defaults(cls)
+            for name in ("max_shift", "max_rotation", "max_zoom", "elastic", "elastic_sigma"):
+                if name in options and options[name] != defaults[name]:
+                    raise OptionError(name, "has no effect without augmentation (--augment)")
 
     # ----------------------------------------------------------------------------- network
     def build_network(self, synchronized: bool = False) -> keras.Model:  # pragma: no cover
