@@ -641,8 +641,8 @@ def _place(working: np.ndarray) -> np.ndarray:
 
     The scaling is an exact area average (a box filter) with a sub-pixel offset, done as
     two small matrix products, so that placing costs no blur beyond the scaling itself.
-    Blurred edges that reach past the ink's extent (see `_extent`) are cut at the pixels
-    it touches, as MNIST has nothing outside its 20-pixel box.
+    Blurred edges that reach past the ink's extent (see `_extent`) are moved inside it (see
+    `_area_weights`), as MNIST has nothing outside its 20-pixel box.
     """
     start_y, length_y = _extent(working.max(axis=1))
     start_x, length_x = _extent(working.max(axis=0))
@@ -655,21 +655,31 @@ def _place(working: np.ndarray) -> np.ndarray:
     # Output pixel i spans [i, i + 1) too, so index 14.0 is the continuous coordinate 14.5.
     target_y, target_x = (centre + 0.5 for centre in TARGET_CENTRE_OF_MASS)
     offset_y, offset_x = target_y - scale * centre_y, target_x - scale * centre_x
-    for _ in range(4):
-        rows = _area_weights(height, scale, offset_y, start_y, length_y)  # (28, height)
-        columns = _area_weights(width, scale, offset_x, start_x, length_x)  # (28, width)
+    offsets, slopes, previous = np.array([offset_y, offset_x]), np.ones(2), None
+    for _ in range(8):
+        rows = _area_weights(height, scale, offsets[0], start_y, length_y)  # (28, height)
+        columns = _area_weights(width, scale, offsets[1], start_x, length_x)  # (28, width)
         placed = rows @ working @ columns.T
         if placed.sum() <= 0:
             raise EmptyImageError("no ink found in the image")
-        # The area average and the cut move the centre of mass by a little; correct, redo.
-        row, column = centre_of_mass(placed)
-        error_y, error_x = TARGET_CENTRE_OF_MASS[0] - row, TARGET_CENTRE_OF_MASS[1] - column
-        if abs(error_y) < 0.01 and abs(error_x) < 0.01:
+        # The brightest pixel is solid ink, as in MNIST, even if thin strokes averaged
+        # down; where moved edges add up to more than solid ink, it stays solid.
+        placed = np.clip(placed / min(placed.max(), 1.0), 0.0, 1.0)
+        # The area average, the moved edges and that clipping shift the centre of mass by
+        # a little, and by not quite as much as the offset moves: correct by the secant
+        # (the centre's change over the offset's from the last try), redo.
+        centre = np.array(centre_of_mass(placed))
+        error = np.array(TARGET_CENTRE_OF_MASS) - centre
+        if np.all(np.abs(error) < 0.01):
             break
-        offset_y, offset_x = offset_y + error_y, offset_x + error_x
-    # The brightest pixel is solid ink, as in MNIST, even if thin strokes averaged down.
-    placed /= min(placed.max(), 1.0)
-    return np.rint(np.clip(placed, 0.0, 1.0) * 255).astype(np.uint8)
+        if previous is not None:
+            moved = offsets - previous[0]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                secant = (centre - previous[1]) / moved
+            slopes = np.where(np.abs(moved) > 1e-6, np.clip(secant, 0.25, 4.0), slopes)
+        previous = (offsets, centre)
+        offsets = offsets + error / slopes
+    return np.rint(placed * 255).astype(np.uint8)
 
 
 def _area_weights(
@@ -678,14 +688,30 @@ def _area_weights(
     """(28, source_size) weights of a box-filter resampling along one axis.
 
     Source pixel i spans [i, i + 1) and lands on [scale * i + offset, scale * (i + 1) +
-    offset) in the output; each output pixel averages the source over its own span. Output
-    pixels that the ink's extent [start, start + length) does not reach get no weight.
+    offset) in the output; each output pixel averages the source over its own span. Only
+    the part of a pixel inside the ink's extent [start, start + length) lands where it maps
+    to: the part outside it (an anti-aliased or blurred edge beyond the extent measured by
+    coverage) is moved inside, spread evenly over the extent's first (or last) output pixel
+    width. So nothing lands outside the output pixels the extent touches, no ink is lost,
+    and the result changes continuously with the offset, which the centring needs (cutting
+    whole output rows instead made the centre of mass jump when the extent's edge crossed a
+    pixel boundary).
     """
-    out_low = np.arange(IMAGE_SIZE)[:, None]
+    out_low = np.arange(IMAGE_SIZE, dtype=np.float64)[:, None]
     source_low = (out_low - offset) / scale  # output pixel spans, in source coordinates
     source_high = (out_low + 1 - offset) / scale
-    pixels = np.arange(source_size)[None, :]
-    overlap = np.minimum(source_high, pixels + 1) - np.maximum(source_low, pixels)
-    weights = np.clip(overlap, 0.0, None) * scale
-    reached = (source_high > start) & (source_low < start + length)  # (28, 1)
-    return weights * reached
+    pixels = np.arange(source_size, dtype=np.float64)[None, :]
+    end = start + length
+    inside = (np.minimum(np.minimum(source_high, pixels + 1), end)
+              - np.maximum(np.maximum(source_low, pixels), start))
+    weights = np.clip(inside, 0.0, None) * scale
+    before = np.clip(np.minimum(pixels + 1, start) - pixels, 0.0, 1.0)  # (1, source_size)
+    after = np.clip(pixels + 1 - np.maximum(pixels, end), 0.0, 1.0)
+    width = min(1.0, scale * length)  # output pixels
+    first = scale * start + offset  # where the extent starts and ends, in output pixels
+    last = scale * end + offset
+    first_band = np.clip(np.minimum(out_low + 1, first + width) - np.maximum(out_low, first),
+                         0.0, None) / width  # (28, 1): the share of the band in each pixel
+    last_band = np.clip(np.minimum(out_low + 1, last) - np.maximum(out_low, last - width),
+                        0.0, None) / width
+    return weights + scale * (first_band * before + last_band * after)
