@@ -64,6 +64,8 @@ def run_cli(arguments):
     (["train", "cnn", "--preset", "cnn-fast", "--elastic", "17"],
      "error: --elastic has no effect without augmentation (--augment)"),
     (["train", "mlp", "--max-shift", "3"], "error: --max-shift has no effect without"),
+    (["train", "--preset", "cnn-elastic", "--elastic", "20", "--no-augment"],
+     "error: --elastic has no effect without"),
     (["evaluate", "/nonexistent/run"], "not a directory"),
 ])
 def test_bad_input_is_one_line_and_non_zero(arguments, message, capsys):

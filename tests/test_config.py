@@ -2,7 +2,7 @@
 
 import pytest
 
-from mnistlab.config import PRESETS, FrozenOptions, config_from_dict, make_config
+from mnistlab.config import PRESETS, FrozenOptions, config_from_dict, make_config, resolve_options
 from mnistlab.errors import ConfigError
 from mnistlab.models.base import OptionError
 
@@ -163,3 +163,13 @@ def test_unknown_option_named_as_given():
 def test_forest_jobs_positive_or_minus_one(jobs):
     with pytest.raises(ConfigError, match="n_jobs"):
         make_config("random-forest", model_options={"n_jobs": jobs})
+
+
+def test_augmentation_settings_without_augmentation_are_kept_outside_the_command_line():
+    """Only flags typed for a run without augmentation are refused (tests/test_cli_train.py);
+    a preset's settings with augmentation turned off, a saved run's, a sweep's and the
+    library's are harmless and accepted."""
+    from mnistlab.models.neural import CNN
+
+    assert resolve_options("cnn", "cnn-elastic", {"augment": False})["elastic"] == 17.0
+    CNN(max_shift=3.0, elastic=5.0).validate_params()

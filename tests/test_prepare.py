@@ -26,6 +26,7 @@ from mnistlab.prepare import (
     TARGET_CENTRE_OF_MASS,
     EmptyImageError,
     ImageError,
+    _area_weights,
     centre_of_mass,
     iter_image_files,
     load_image,
@@ -517,6 +518,24 @@ def test_preparing_twice_changes_little(image):
     twice = prepare_image(once)
     assert_mnist_like(twice)
     assert difference(once, twice) < 0.06
+
+
+def test_placing_keeps_every_pixel_s_ink_inside_the_extent_it_touches():
+    """The resampling weights of `_place`: every source pixel's ink lands in full (edges
+    beyond the ink's extent moved inside), and only on output pixels the extent touches."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        size = int(rng.integers(20, 200))
+        start = rng.uniform(0, size / 4)
+        length = rng.uniform(1, size - start)
+        scale = rng.uniform(14, 20) / length
+        offset = rng.uniform(2, 26 - scale * length) - scale * start  # inside the field
+        weights = _area_weights(size, scale, offset, start, length)
+        np.testing.assert_allclose(weights.sum(axis=0) / scale, 1.0, atol=1e-9)
+        first, last = scale * start + offset, scale * (start + length) + offset
+        touched = np.zeros(28, bool)
+        touched[int(np.floor(first)):int(np.ceil(last))] = True
+        assert not weights[~touched].any()
 
 
 def test_preparing_a_tall_seven_twice_keeps_it_centred():

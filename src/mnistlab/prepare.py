@@ -655,7 +655,7 @@ def _place(working: np.ndarray) -> np.ndarray:
     # Output pixel i spans [i, i + 1) too, so index 14.0 is the continuous coordinate 14.5.
     target_y, target_x = (centre + 0.5 for centre in TARGET_CENTRE_OF_MASS)
     offset_y, offset_x = target_y - scale * centre_y, target_x - scale * centre_x
-    offsets, slopes, previous = np.array([offset_y, offset_x]), np.ones(2), None
+    offsets, slopes, previous, best = np.array([offset_y, offset_x]), np.ones(2), None, None
     for _ in range(8):
         rows = _area_weights(height, scale, offsets[0], start_y, length_y)  # (28, height)
         columns = _area_weights(width, scale, offsets[1], start_x, length_x)  # (28, width)
@@ -666,11 +666,13 @@ def _place(working: np.ndarray) -> np.ndarray:
         # down; where moved edges add up to more than solid ink, it stays solid.
         placed = np.clip(placed / min(placed.max(), 1.0), 0.0, 1.0)
         # The area average, the moved edges and that clipping shift the centre of mass by
-        # a little, and by not quite as much as the offset moves: correct by the secant
+        # a little, and not by exactly as much as the offset moves: correct by the secant
         # (the centre's change over the offset's from the last try), redo.
         centre = np.array(centre_of_mass(placed))
         error = np.array(TARGET_CENTRE_OF_MASS) - centre
-        if np.all(np.abs(error) < 0.01):
+        if best is None or np.abs(error).max() < best[0]:
+            best = (np.abs(error).max(), placed)
+        if best[0] < 0.01:
             break
         if previous is not None:
             moved = offsets - previous[0]
@@ -679,7 +681,7 @@ def _place(working: np.ndarray) -> np.ndarray:
             slopes = np.where(np.abs(moved) > 1e-6, np.clip(secant, 0.25, 4.0), slopes)
         previous = (offsets, centre)
         offsets = offsets + error / slopes
-    return np.rint(placed * 255).astype(np.uint8)
+    return np.rint(best[1] * 255).astype(np.uint8)  # the best centred of the tries
 
 
 def _area_weights(
@@ -692,8 +694,9 @@ def _area_weights(
     the part of a pixel inside the ink's extent [start, start + length) lands where it maps
     to: the part outside it (an anti-aliased or blurred edge beyond the extent measured by
     coverage) is moved inside, spread evenly over the extent's first (or last) output pixel
-    width. So nothing lands outside the output pixels the extent touches, no ink is lost,
-    and the result changes continuously with the offset, which the centring needs (cutting
+    width. So nothing lands outside the output pixels the extent touches, no ink is lost
+    (unless the extent reaches past the 28x28 field), and the result changes continuously
+    with the offset, which the centring needs (cutting
     whole output rows instead made the centre of mass jump when the extent's edge crossed a
     pixel boundary).
     """

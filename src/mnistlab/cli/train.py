@@ -20,7 +20,7 @@ from mnistlab.cli.common import (
     option_flag,
 )
 from mnistlab.config import PRESETS, TRAINABLE_MODELS
-from mnistlab.errors import ConfigError
+from mnistlab.errors import ConfigError, OptionError
 
 
 def register(subparsers) -> None:
@@ -183,11 +183,24 @@ def _train(args: argparse.Namespace):
                          dataset=args.dataset, seed=args.seed,
                          validation_split=args.validation_split,
                          limit_train=args.limit_train, limit_test=args.limit_test)
+    _refuse_idle_augmentation(model_options, config.model_config)
     return train_and_evaluate(config, args.out, data_dir=args.data_dir,
                               overwrite=args.overwrite, progress=not args.quiet,
                               checkpoints=not args.no_checkpoints,
                               checkpoint_every=args.checkpoint_every,
                               strategy=args.strategy, devices=args.devices)
+
+
+def _refuse_idle_augmentation(typed: dict, options) -> None:
+    """An augmentation setting typed on the command line for a run without augmentation
+    would do nothing: refuse it in one line. (Presets, saved runs, sweeps and the library
+    may carry such settings: they are harmless there.)"""
+    if "augment" in options and not options["augment"]:
+        from mnistlab.models.neural import AUGMENTATION_OPTIONS
+
+        for name in AUGMENTATION_OPTIONS:
+            if name in typed:
+                raise OptionError(name, "has no effect without augmentation (--augment)")
 
 
 def _argv_without_local_workers(argv: list[str]) -> list[str]:

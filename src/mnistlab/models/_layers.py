@@ -98,21 +98,38 @@ def replica_dropout() -> type:
         """`keras.layers.Dropout` whose replicas apply their rows of the global batch's mask
         (the replica slices are those of `training.distribute.replica_slice`)."""
 
+        # True where the one-process loop is XLA-compiled (the MLP's): XLA draws other
+        # random numbers from the same seed, so the replicas draw theirs compiled too.
+        xla = False
+
         def call(self, inputs, training=False):
             context = tf.distribute.get_replica_context()
-            if (not training or self.rate <= 0 or self.noise_shape is not None
-                    or context is None or context.num_replicas_in_sync == 1):
+            if (not training or not 0 < self.rate < 1 or context is None
+                    or context.num_replicas_in_sync == 1):
                 return super().call(inputs, training=training)
+            if self.noise_shape is not None:
+                raise NotImplementedError("dropout with a noise shape under a strategy")
             local = tf.shape(inputs)[0]
             shape = tf.concat([[local * context.num_replicas_in_sync], tf.shape(inputs)[1:]], 0)
-            # Keras' own draw, on ones of the global batch's shape: each kept entry is the
-            # scale 1 / (1 - rate), each dropped one 0.
-            kept = keras.random.dropout(tf.ones(shape, inputs.dtype), self.rate,
-                                        seed=self.seed_generator)
+            # The seed Keras' layer draws, cast as Keras casts it for TensorFlow's
+            # stateless ops (keras/src/backend/tensorflow/random.py).
+            seed = self.seed_generator.next()
+            if seed.dtype != tf.int32:
+                seed = tf.cast(tf.math.floormod(seed, tf.int32.max - 1), tf.int32)
+            # TensorFlow's dropout, as Keras calls it, on ones of the global batch's shape:
+            # each kept entry is the scale 1 / (1 - rate), each dropped one 0.
+            kept = self._global_draw()(tf.ones(shape, inputs.dtype), seed)
             first = context.replica_id_in_sync_group * local
             keep = tf.not_equal(kept[first:first + local], 0.0)
             # As TensorFlow's dropout computes it: the input times the scale where kept.
             scaled = inputs * tf.constant(1 / (1 - self.rate), inputs.dtype)
             return tf.where(keep, scaled, tf.zeros((), inputs.dtype))
+
+        def _global_draw(self):
+            if not hasattr(self, "_draw"):
+                self._draw = tf.function(
+                    lambda ones, seed: tf.nn.experimental.stateless_dropout(
+                        ones, rate=self.rate, seed=seed), jit_compile=self.xla)
+            return self._draw
 
     return Dropout

@@ -29,7 +29,7 @@ import math
 import os
 import re
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 
 from mnistlab._lazy import keras, tf
-from mnistlab.errors import ConfigError, OptionError, RunError
+from mnistlab.errors import ConfigError, RunError
 from mnistlab.models._layers import fused_batch_normalization, replica_dropout
 from mnistlab.models._saved import empty_save_directory, read_model_document, write_model_document
 from mnistlab.models.base import (
@@ -52,7 +52,6 @@ from mnistlab.models.base import (
     check_fitted,
     check_loop_length,
     fitted_state,
-    option_defaults,
     prepare_fit_input,
     prepare_input,
     prepare_validation,
@@ -168,10 +167,19 @@ def _batch_norm(layer: _LayerNames, synchronized: bool, fused: bool = True):
     return layer(fused_batch_normalization())
 
 
-def _dropout(layer: _LayerNames, synchronized: bool, rate: float):
+def _dropout(layer: _LayerNames, synchronized: bool, rate: float, xla: bool = False):
     """A dropout layer: Keras' own, or under a strategy one whose replicas apply their rows
-    of the global batch's masks (see `_layers.py`)."""
-    return layer(replica_dropout() if synchronized else keras.layers.Dropout, rate)
+    of the global batch's masks (see `_layers.py`), drawn with XLA where the one-process
+    loop is XLA-compiled (`xla`)."""
+    if not synchronized:
+        return layer(keras.layers.Dropout, rate)
+    dropout = layer(replica_dropout(), rate)
+    dropout.xla = xla
+    return dropout
+
+
+# The settings of augmentation, which do nothing without `augment`.
+AUGMENTATION_OPTIONS = ("max_shift", "max_rotation", "max_zoom", "elastic", "elastic_sigma")
 
 
 def _fraction(help_text: str) -> Option:
@@ -229,16 +237,7 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
     _jit_compile = False
     _fused_batch_norm = True  # False: Keras' own batch norm (benchmarks/bench_cnn.py)
 
-    @classmethod
-    def check_option_combination(cls, options: Mapping[str, Any]) -> None:
-        """The loop's length, and no augmentation setting without augmentation (it would
-        do nothing, and say nothing about it)."""
-        check_loop_length(options)
-        if not options.get("augment"):
-            defaults = option_defaults(cls)
-            for name in ("max_shift", "max_rotation", "max_zoom", "elastic", "elastic_sigma"):
-                if name in options and options[name] != defaults[name]:
-                    raise OptionError(name, "has no effect without augmentation (--augment)")
+    check_option_combination = staticmethod(check_loop_length)
 
     # ----------------------------------------------------------------------------- network
     def build_network(self, synchronized: bool = False) -> keras.Model:  # pragma: no cover
@@ -281,6 +280,11 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
         return int(self.network_.count_params())
 
     # ----------------------------------------------------------------------------- training
+    def _xla_training(self) -> bool:
+        """Whether the one-process training loop is XLA-compiled (the MLP's without
+        augmentation: XLA cannot compile the warp op)."""
+        return self._jit_compile and not self.augment
+
     def _augment(self, images: tf.Tensor, step: tf.Tensor, augment_seed: int,
                  offset=None) -> tf.Tensor:
         """The step's batch warped by transforms seeded with (augment seed, step); a
@@ -346,8 +350,7 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
                 tf.equal(tf.argmax(logits, axis=1, output_type=tf.int32), labels), tf.float32))
             return cross_entropy, accuracy
 
-        @tf.function(jit_compile=self._jit_compile and not self.augment,
-                     reduce_retracing=True)
+        @tf.function(jit_compile=self._xla_training(), reduce_retracing=True)
         def train_chunk(images, labels, batch_indices, first_step, count):
             rows = tf.zeros([chunk_steps, 2])
             bad_step = tf.constant(0, tf.int32)
@@ -655,7 +658,8 @@ class MLP(NeuralClassifier):
                 stack.append(_batch_norm(layer, synchronized, self._fused_batch_norm))
             stack.append(layer(layers.ReLU))
             if self.dropout:
-                stack.append(_dropout(layer, synchronized, self.dropout))
+                stack.append(_dropout(layer, synchronized, self.dropout,
+                                      self._xla_training()))
         stack.append(layer(layers.Dense, len(self.classes_)))
         return keras.Sequential(stack, name="mlp")
 
