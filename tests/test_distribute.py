@@ -31,8 +31,9 @@ SOFTMAX = ["train", "softmax", "--epochs", "3", "--batch-size", "32", "--log-eve
 CNN = ["train", "cnn", "--width", "8", "--convs-per-block", "1", "--dense-units", "0",
        "--batch-norm", "--augment", "--dropout", "0.25", "--steps", "40", "--batch-size", "32",
        "--log-every", "10", "--learning-rate", "0.003", "--seed", "4", "--quiet"]
-# The MLP's one-process loop is XLA-compiled, which draws other dropout masks from the same
-# seed than TensorFlow's kernels: the replicas must draw theirs with XLA too.
+# The MLP's one-process loop is XLA-compiled, and XLA draws different dropout masks from the
+# same seed than TensorFlow's kernels do: the replicas must draw theirs with XLA too (its
+# weights then differ from one process's only by XLA's rounding against the kernels').
 MLP = ["train", "mlp", "--width", "32", "--depth", "1", "--dropout", "0.3", "--steps", "40",
        "--batch-size", "32", "--log-every", "10", "--learning-rate", "0.003", "--seed", "4",
        "--quiet"]

@@ -696,9 +696,8 @@ def _area_weights(
     coverage) is moved inside, spread evenly over the extent's first (or last) output pixel
     width. So nothing lands outside the output pixels the extent touches, no ink is lost
     (unless the extent reaches past the 28x28 field), and the result changes continuously
-    with the offset, which the centring needs (cutting
-    whole output rows instead made the centre of mass jump when the extent's edge crossed a
-    pixel boundary).
+    with the offset, which the centring needs (cutting whole output rows instead made the
+    centre of mass jump when the extent's edge crossed a pixel boundary).
     """
     out_low = np.arange(IMAGE_SIZE, dtype=np.float64)[:, None]
     source_low = (out_low - offset) / scale  # output pixel spans, in source coordinates

@@ -29,7 +29,9 @@ slice's mask from the same seed, so the second half of a global batch is masked 
 first, and not as one process masks it. `replica_dropout()` returns a subclass that, with
 more than one replica, draws the mask of the whole global batch (from the seed Keras' layer
 draws, so the seeds advance as they do in one process) and keeps its own rows: the masks one
-process draws, row for row. With one replica it is Keras' layer.
+process draws, row for row. Where the one-process loop is XLA-compiled (the MLP's), which
+draws other numbers from the same seed, the replicas draw theirs with XLA too. With one
+replica it is Keras' layer.
 """
 
 from __future__ import annotations

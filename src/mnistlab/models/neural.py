@@ -236,7 +236,6 @@ class NeuralClassifier(ProbabilisticClassifierMixin, OptionsMixin, BaseEstimator
     options = NEURAL_OPTIONS
     _jit_compile = False
     _fused_batch_norm = True  # False: Keras' own batch norm (benchmarks/bench_cnn.py)
-
     check_option_combination = staticmethod(check_loop_length)
 
     # ----------------------------------------------------------------------------- network
