@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 
 from mnistlab._lazy import keras, tf
+from mnistlab.training.distribute import replica_slice
 
 
 @functools.cache
@@ -98,7 +99,7 @@ def replica_dropout() -> type:
     # Named as Keras' class, as the batch-norm layer above is.
     class Dropout(keras.layers.Dropout):
         """`keras.layers.Dropout` whose replicas apply their rows of the global batch's mask
-        (the replica slices are those of `training.distribute.replica_slice`)."""
+        (the slices `training.distribute.replica_slice` gives them)."""
 
         # True where the one-process loop is XLA-compiled (the MLP's): XLA draws other
         # random numbers from the same seed, so the replicas draw theirs compiled too.
@@ -111,8 +112,8 @@ def replica_dropout() -> type:
                 return super().call(inputs, training=training)
             if self.noise_shape is not None:
                 raise NotImplementedError("dropout with a noise shape under a strategy")
-            local = tf.shape(inputs)[0]
-            shape = tf.concat([[local * context.num_replicas_in_sync], tf.shape(inputs)[1:]], 0)
+            global_size = tf.shape(inputs)[0] * context.num_replicas_in_sync
+            shape = tf.concat([[global_size], tf.shape(inputs)[1:]], 0)
             # The seed Keras' layer draws, cast as Keras casts it for TensorFlow's
             # stateless ops (keras/src/backend/tensorflow/random.py).
             seed = self.seed_generator.next()
@@ -121,8 +122,8 @@ def replica_dropout() -> type:
             # TensorFlow's dropout, as Keras calls it, on ones of the global batch's shape:
             # each kept entry is the scale 1 / (1 - rate), each dropped one 0.
             kept = self._global_draw()(tf.ones(shape, inputs.dtype), seed)
-            first = context.replica_id_in_sync_group * local
-            keep = tf.not_equal(kept[first:first + local], 0.0)
+            first, stop = replica_slice(global_size)
+            keep = tf.not_equal(kept[first:stop], 0.0)
             # As TensorFlow's dropout computes it: the input times the scale where kept.
             scaled = inputs * tf.constant(1 / (1 - self.rate), inputs.dtype)
             return tf.where(keep, scaled, tf.zeros((), inputs.dtype))
